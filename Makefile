@@ -1,0 +1,24 @@
+# Two entry points for a newcomer: `make demo` and `make test`.
+# Both create .venv and install the project (with test extras) when needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REDIS_PORT ?= 6379
+
+.PHONY: venv demo test ensure-redis bench-latency bench-burst
+
+$(BIN)/lighter-hedge: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(BIN)/lighter-hedge
+
+venv: $(BIN)/lighter-hedge
+
+ensure-redis:
+	@bash scripts/ensure-redis.sh $(REDIS_PORT)
+
+demo: venv ensure-redis
+	$(BIN)/lighter-hedge demo
+
+test: venv ensure-redis
+	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,0 +1,41 @@
+"""Celery settings for lighter-hedge: Redis broker and result backend, hedge routing, safety.
+
+Broker and backend come from config.yaml's redis section (LH_REDIS_URL overrides it).
+"""
+from ops.settings import load_config
+
+_cfg = load_config()
+
+broker_url = _cfg.redis_url
+result_backend = _cfg.result_backend_url
+broker_connection_retry_on_startup = True
+
+# Only account B's worker consumes hedge.b.
+task_routes = {"tasks.hedge_fill": {"queue": "hedge.b"}}
+task_default_queue = "lighter-hedge.default"
+
+# A hedge is acknowledged only after it finished; a worker that dies mid-hedge gets it
+# redelivered, and the task's write-ahead registry makes that redelivery safe.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Longest hedge: all retries with backoff capped at retry_backoff_max_s, plus sends.
+# Redelivery after this long would start a second copy of a still-running hedge.
+broker_transport_options = {"visibility_timeout": 3600}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+# Keep name, args and queue with the result: a failed hedge can be re-queued with its fill.
+result_extended = True
+result_expires = 7 * 24 * 3600
+task_track_started = True
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+
+worker_hijack_root_logger = False
+timezone = "UTC"

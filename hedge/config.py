@@ -1,0 +1,246 @@
+"""The config schema: parse a plain dict (from YAML) into typed settings, or say exactly what is wrong.
+
+Pure: reading the file and the environment happens in ops/settings.py.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Mapping
+
+from hedge.money import AmountError, to_decimal
+
+MODES = ("paper", "live")
+# Markets whose index is known without asking the venue (Lighter mainnet conventions).
+KNOWN_MARKET_INDEX = {"ETH": 0, "BTC": 1, "SOL": 2}
+# Keys of the system we replace, mapped to where they live now.
+RENAMED = {
+    "lighter.maker_order_time_out": "strategy.maker_order_timeout_s",
+    "strategy.retry_times": "strategy.max_retries",
+    "strategy.poll_interval": "(removed: the maker waits on hedge results, it does not poll)",
+}
+
+
+class ConfigError(ValueError):
+    """A config problem, always naming the field and the expected form."""
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    account_index: int
+    api_key_index: int
+    private_key_env: str
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    symbol: str
+    market_index: int
+    quantity: Decimal
+    depth: int
+    post_only: bool
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    maker_order_timeout_s: float
+    max_retries: int
+    retry_backoff_max_s: int
+    max_slippage_bps: Decimal
+    hedge_wait_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    base_url: str
+    ws_url: str
+    chain_id: int | None
+    redis_url: str
+    result_backend_url: str
+    keys_file: str | None
+    account_a: AccountConfig
+    account_b: AccountConfig
+    markets: dict[str, MarketConfig]
+    strategy: StrategyConfig
+    flower_port: int
+    sim: dict[str, Any] = field(default_factory=dict)
+
+    def market(self, symbol: str) -> MarketConfig:
+        try:
+            return self.markets[symbol]
+        except KeyError:
+            raise ConfigError(
+                f"unknown market {symbol!r}: config.yaml 'markets' has {', '.join(sorted(self.markets)) or 'none'}"
+            ) from None
+
+    def market_by_index(self, market_index: int) -> MarketConfig:
+        for m in self.markets.values():
+            if m.market_index == market_index:
+                return m
+        raise ConfigError(f"no market with market_index {market_index} in config.yaml 'markets'")
+
+
+def parse_config(raw: Any) -> Config:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config: expected a YAML mapping at the top level")
+    _refuse_renamed(raw)
+    mode = _choice(raw, "mode", MODES, default="paper")
+    lighter = _section(raw, "lighter")
+    base_url = _url(lighter, "lighter.base_url", ("http://", "https://"))
+    ws_url = _url(lighter, "lighter.ws_url", ("ws://", "wss://"))
+    chain_id = lighter.get("chain_id")
+    if chain_id is not None and (isinstance(chain_id, bool) or not isinstance(chain_id, int)):
+        raise ConfigError(f"lighter.chain_id: expected an integer or null, got {chain_id!r}")
+    redis = _section(raw, "redis")
+    redis_url = _url(redis, "redis.url", ("redis://", "rediss://", "unix://"))
+    result_backend_url = redis.get("result_backend_url") or redis_url
+    _url({"x": result_backend_url}, "redis.result_backend_url", ("redis://", "rediss://", "unix://"), key="x")
+    keys_file = raw.get("keys_file")
+    if keys_file is not None and not isinstance(keys_file, str):
+        raise ConfigError(f"keys_file: expected a file path or null, got {keys_file!r}")
+    accounts = _section(raw, "accounts")
+    a = _account(accounts, "account_a")
+    b = _account(accounts, "account_b")
+    if a.account_index == b.account_index:
+        raise ConfigError("accounts: account_a and account_b must be different accounts")
+    markets = _markets(_section(raw, "markets"))
+    strategy = _strategy(_section(raw, "strategy"))
+    flower = raw.get("flower") or {}
+    if not isinstance(flower, Mapping):
+        raise ConfigError("flower: expected a mapping")
+    flower_port = _int(flower, "flower.port", default=5555, minimum=1, maximum=65535)
+    sim = raw.get("sim") or {}
+    if not isinstance(sim, Mapping):
+        raise ConfigError("sim: expected a mapping")
+    if mode == "live" and _is_loopback(base_url):
+        raise ConfigError("mode: 'live' with lighter.base_url on loopback; live needs Lighter's URL "
+                          "(https://mainnet.zklighter.elliot.ai)")
+    return Config(mode=mode, base_url=base_url.rstrip("/"), ws_url=ws_url.rstrip("/"), chain_id=chain_id,
+                  redis_url=redis_url, result_backend_url=result_backend_url, keys_file=keys_file,
+                  account_a=a, account_b=b, markets=markets, strategy=strategy,
+                  flower_port=flower_port, sim=dict(sim))
+
+
+def _refuse_renamed(raw: Mapping[str, Any]) -> None:
+    for dotted, now in RENAMED.items():
+        section, key = dotted.split(".")
+        sec = raw.get(section)
+        if isinstance(sec, Mapping) and key in sec:
+            raise ConfigError(f"{dotted}: this key of the old hedger is now {now}")
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        raise ConfigError(f"{name}: missing section")
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _choice(raw: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = raw.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _url(sec: Mapping[str, Any], name: str, schemes: tuple[str, ...], key: str | None = None) -> str:
+    value = sec.get(key or name.split(".")[-1])
+    if not isinstance(value, str) or not value.startswith(schemes):
+        raise ConfigError(f"{name}: expected a URL starting with {' or '.join(schemes)}, got {value!r}")
+    return value
+
+
+def _int(sec: Mapping[str, Any], name: str, default: int | None = None,
+         minimum: int | None = None, maximum: int | None = None) -> int:
+    value = sec.get(name.split(".")[-1], default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: expected an integer <= {maximum}, got {value}")
+    return value
+
+
+def _seconds(sec: Mapping[str, Any], name: str, default: float) -> float:
+    value = sec.get(name.split(".")[-1], default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _positive_decimal(sec: Mapping[str, Any], name: str, default: str | None = None) -> Decimal:
+    value = sec.get(name.split(".")[-1], default)
+    if value is None:
+        raise ConfigError(f"{name}: missing; expected a positive decimal string like '0.0100'")
+    try:
+        result = to_decimal(value, name)
+    except AmountError:
+        raise ConfigError(f"{name}: expected a positive decimal string like '0.0100', got {value!r}") from None
+    if result <= 0:
+        raise ConfigError(f"{name}: expected a positive decimal string like '0.0100', got {value!r}")
+    return result
+
+
+def _account(accounts: Mapping[str, Any], name: str) -> AccountConfig:
+    sec = accounts.get(name)
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"accounts.{name}: missing; expected account_index, api_key_index, private_key_env")
+    if "api_key_private_key" in sec or "private_key" in sec:
+        raise ConfigError(f"accounts.{name}: private keys never go in config.yaml; set the environment "
+                          f"variable named by private_key_env, or use keys_file (mode 0600)")
+    index = _int(sec, f"accounts.{name}.account_index", minimum=0)
+    key_index = _int(sec, f"accounts.{name}.api_key_index", minimum=0, maximum=254)
+    env = sec.get("private_key_env", f"LH_{name.upper()}_PRIVATE_KEY")
+    if not isinstance(env, str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
+        raise ConfigError(f"accounts.{name}.private_key_env: expected an environment variable name, got {env!r}")
+    return AccountConfig(name=name, account_index=index, api_key_index=key_index, private_key_env=env)
+
+
+def _markets(sec: Mapping[str, Any]) -> dict[str, MarketConfig]:
+    if not sec:
+        raise ConfigError("markets: expected at least one market, e.g. ETH: {quantity: '0.0500', depth: 1}")
+    result: dict[str, MarketConfig] = {}
+    for symbol, m in sec.items():
+        where = f"markets.{symbol}"
+        if not isinstance(m, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with quantity and depth")
+        if "market_index" in m:
+            index = _int(m, f"{where}.market_index", minimum=0, maximum=254)
+        elif symbol in KNOWN_MARKET_INDEX:
+            index = KNOWN_MARKET_INDEX[symbol]
+        else:
+            raise ConfigError(f"{where}.market_index: unknown market {symbol!r}; give its market_index "
+                              f"(known without it: {', '.join(KNOWN_MARKET_INDEX)})")
+        post_only = m.get("post_only", True)
+        if not isinstance(post_only, bool):
+            raise ConfigError(f"{where}.post_only: expected true or false, got {post_only!r}")
+        result[str(symbol)] = MarketConfig(
+            symbol=str(symbol), market_index=index,
+            quantity=_positive_decimal(m, f"{where}.quantity"),
+            depth=_int(m, f"{where}.depth", default=1, minimum=1, maximum=50),
+            post_only=post_only)
+    indexes = [m.market_index for m in result.values()]
+    if len(set(indexes)) != len(indexes):
+        raise ConfigError("markets: two markets share one market_index")
+    return result
+
+
+def _strategy(sec: Mapping[str, Any]) -> StrategyConfig:
+    return StrategyConfig(
+        maker_order_timeout_s=_seconds(sec, "strategy.maker_order_timeout_s", 30),
+        max_retries=_int(sec, "strategy.max_retries", default=5, minimum=0, maximum=100),
+        retry_backoff_max_s=_int(sec, "strategy.retry_backoff_max_s", default=10, minimum=1),
+        max_slippage_bps=_positive_decimal(sec, "strategy.max_slippage_bps", default="50"),
+        hedge_wait_timeout_s=_seconds(sec, "strategy.hedge_wait_timeout_s", 120),
+    )
+
+
+def _is_loopback(url: str) -> bool:
+    host = re.sub(r"^[a-z]+://", "", url).split("/")[0].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,90 @@
+"""Hedge decisions: which side B takes, how much, at what worst price, under which client index."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from hedge.fill import BUY, SELL
+from hedge.money import MarketSpec
+
+MAX_CLIENT_ORDER_INDEX = 2**48 - 1
+BPS = Decimal(10_000)
+
+
+def hedge_client_order_index(market_index: int, fill_id: str, leg: int) -> int:
+    """Deterministic B client_order_index for leg `leg` of the hedge of `fill_id`.
+
+    A retry or a redelivered task derives the same index, so it can ask the venue whether
+    that leg already executed instead of sending blind.
+    """
+    digest = hashlib.blake2b(f"hedge:{market_index}:{fill_id}:{leg}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % MAX_CLIENT_ORDER_INDEX + 1
+
+
+def worst_price_int(fill_price: Decimal, b_is_ask: bool, max_slippage_bps: Decimal, spec: MarketSpec) -> int:
+    """Worst acceptable price for B's market order, never beyond max_slippage_bps of the fill.
+
+    Rounded toward the fill price (up for a sell, down for a buy) so the bound holds exactly.
+    """
+    if b_is_ask:
+        bound = fill_price * (1 - max_slippage_bps / BPS)
+        return max(1, spec.price_to_int(bound, rounding=ROUND_CEILING))
+    bound = fill_price * (1 + max_slippage_bps / BPS)
+    return spec.price_to_int(bound, rounding=ROUND_FLOOR)
+
+
+@dataclass(frozen=True)
+class HedgeSplit:
+    """What B can order now for an A-side signed amount, and the dust carried to the next hedge."""
+
+    order_signed: Decimal  # in A's direction; B trades the opposite
+    dust_signed: Decimal
+
+    @property
+    def b_is_ask(self) -> bool:
+        # A bought (+) -> B sells; A sold (-) -> B buys.
+        return self.order_signed > 0
+
+    @property
+    def b_side(self) -> str:
+        return SELL if self.b_is_ask else BUY
+
+
+def split_hedge(unhedged_signed: Decimal, spec: MarketSpec) -> HedgeSplit:
+    """Round toward zero to the size step; below min_base_amount everything stays dust."""
+    orderable = spec.floor_base(unhedged_signed)
+    if not spec.is_orderable(orderable):
+        return HedgeSplit(Decimal(0), unhedged_signed)
+    return HedgeSplit(orderable, unhedged_signed - orderable)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The maker's next resting order."""
+
+    side: str
+    base_amount: Decimal
+    price: Decimal
+    reduce_only: bool
+
+
+def next_quote(position: Decimal, bid_prices: list[Decimal], ask_prices: list[Decimal],
+               depth: int, quantity: Decimal, spec: MarketSpec) -> Quote | None:
+    """Open long when flat, close the whole long when long, `depth` levels from the touch.
+
+    bid_prices are best-first (descending), ask_prices best-first (ascending). Returns None
+    when the needed side of the book is empty (nothing sensible to quote against).
+    A short position of A is never expected; it is closed like a long (buy it back).
+    """
+    if position == 0:
+        side, size, reduce_only = BUY, quantity, False
+    elif position > 0:
+        side, size, reduce_only = SELL, position, True
+    else:
+        side, size, reduce_only = BUY, -position, True
+    levels = bid_prices if side == BUY else ask_prices
+    if not levels:
+        return None
+    price = levels[min(depth, len(levels)) - 1]
+    return Quote(side=side, base_amount=spec.floor_base(size), price=price, reduce_only=reduce_only)

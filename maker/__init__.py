@@ -1,0 +1,1 @@
+"""Account A: the quote loop, fill detection from the account stream, waiting on hedge results."""

@@ -1,0 +1,91 @@
+"""The maker process: one A client, one account stream, one quote loop per market."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+
+from hedge.config import Config
+from hedge.fill import Fill
+from maker.hedges import HedgeDispatcher
+from maker.market_loop import MarketLoop
+from tasks.store import CONTROL_CHANNEL, Store
+from venue.client import VenueClient
+from venue.keys import private_key
+from venue.stream import AccountStream
+
+log = logging.getLogger("maker.app")
+
+
+async def run_maker(cfg: Config, symbols: list[str]) -> None:
+    store = Store.from_url(cfg.redis_url)
+    client = await VenueClient.open(cfg.base_url, cfg.account_a, private_key(cfg, cfg.account_a),
+                                    chain_id=cfg.chain_id)
+    dispatcher = HedgeDispatcher(store)
+    loops: dict[int, MarketLoop] = {}
+    resumed: dict[str, asyncio.Event] = {}
+    try:
+        for symbol in symbols:
+            market = cfg.market(symbol)
+            spec = await client.market_spec(market.market_index)
+            if spec.symbol != symbol:
+                log.warning("event=maker.symbol_mismatch config=%s venue=%s market_index=%d",
+                            symbol, spec.symbol, market.market_index)
+            resumed[symbol] = asyncio.Event()
+            loops[market.market_index] = MarketLoop(
+                cfg, market, spec, client, _b_position(client, cfg.account_b.account_index, market.market_index),
+                store, dispatcher, resumed[symbol])
+
+        async def on_fill(fill: Fill) -> None:
+            loops[fill.market_index].on_fill(fill)
+
+        async def on_cutoff(trade_id: int) -> None:
+            store.set_cutoff(cfg.account_a.account_index, trade_id)
+
+        stream = AccountStream(cfg.ws_url, cfg.account_a.account_index, on_fill,
+                               backfill=lambda: client.trades(None, 100), markets=set(loops),
+                               history_cutoff_trade_id=store.cutoff(cfg.account_a.account_index),
+                               on_cutoff=on_cutoff)
+        log.info("event=maker.start markets=%s account=%d mode=%s", ",".join(symbols),
+                 cfg.account_a.account_index, cfg.mode)
+        jobs = [asyncio.create_task(stream.run(), name="stream"),
+                asyncio.create_task(_control_listener(cfg.redis_url, resumed, loops), name="control")]
+        jobs += [asyncio.create_task(loop.run(stream.connected), name=f"loop-{loop.symbol}")
+                 for loop in loops.values()]
+        done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+        for job in done:
+            job.result()  # re-raise: supervisord restarts a maker that died, and the log says why
+    finally:
+        dispatcher.close()
+        await client.close()
+
+
+def _b_position(client: VenueClient, b_account: int, market_index: int):
+    async def read() -> Decimal:
+        return (await client.positions(b_account)).get(market_index, Decimal(0))
+    return read
+
+
+async def _control_listener(redis_url: str, resumed: dict[str, asyncio.Event],
+                            loops: dict[int, MarketLoop]) -> None:
+    """pause/resume publish on the control channel: act on them at once, not at the next round."""
+    by_symbol = {loop.symbol: loop for loop in loops.values()}
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    async with r.pubsub() as pubsub:
+        await pubsub.subscribe(CONTROL_CHANNEL)
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            try:
+                event = json.loads(message["data"])
+            except ValueError:
+                log.error("event=control.bad_message data=%r", message.get("data"))
+                continue
+            market = event.get("market")
+            if event.get("event") == "resumed" and market in resumed:
+                resumed[market].set()
+            elif event.get("event") == "paused" and market in by_symbol:
+                by_symbol[market].on_paused()

@@ -1,0 +1,77 @@
+"""Enqueue hedges and wait on their results through the Celery result backend (push, not polling)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import celery.exceptions
+from celery.result import AsyncResult
+
+from hedge.fill import Fill
+from tasks import app, hedge_fill
+from tasks.store import Store, task_id_for
+
+log = logging.getLogger("maker.hedges")
+
+
+@dataclass(frozen=True)
+class HedgeOutcome:
+    task_id: str
+    ok: bool
+    reason: str = ""
+
+
+class HedgeDispatcher:
+    def __init__(self, store: Store):
+        self.store = store
+        # The result backend's consumer is not thread-safe: one thread does all the waiting.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedge-results")
+
+    def submit(self, market: str, fill: Fill) -> str | None:
+        """Record the fill durably and enqueue its hedge once; None for a replayed fill."""
+        msg = fill.to_message()
+        task_id = task_id_for(market, fill.fill_id)
+        if not self.store.record_fill(market, msg):
+            log.info("event=fill.duplicate fill_id=%s market=%s task_id=%s", fill.fill_id, market, task_id)
+            return None
+        self.store.mark_inflight(market, task_id)
+        hedge_fill.apply_async(args=[msg], task_id=task_id)
+        self.store.incr(market, "fills")
+        log.info("event=fill.enqueued fill_id=%s market=%s side=%s base=%s price=%s order_index=%s task_id=%s",
+                 fill.fill_id, market, fill.side, fill.base_amount, fill.price, fill.order_index, task_id)
+        self.store.publish_event({"event": "fill", "market": market, **msg})
+        return task_id
+
+    def requeue_unsent(self, market: str) -> None:
+        """A fill recorded but whose hedge has no result and is not in flight (crash between the
+        two writes) is enqueued again under the same task id; the task itself is idempotent."""
+        inflight = self.store.inflight(market)
+        for fill_id, msg in self.store.fills(market).items():
+            task_id = task_id_for(market, fill_id)
+            if task_id in inflight or self.store.get_hedge(market, fill_id):
+                continue
+            if AsyncResult(task_id, app=app).state != "PENDING":
+                continue
+            log.warning("event=fill.requeued_at_start fill_id=%s market=%s task_id=%s", fill_id, market, task_id)
+            self.store.mark_inflight(market, task_id)
+            hedge_fill.apply_async(args=[msg], task_id=task_id)
+
+    async def wait(self, task_id: str, timeout_s: float) -> HedgeOutcome:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._wait_blocking, task_id, timeout_s)
+
+    @staticmethod
+    def _wait_blocking(task_id: str, timeout_s: float) -> HedgeOutcome:
+        result = AsyncResult(task_id, app=app)
+        try:
+            result.get(timeout=timeout_s, propagate=False, disable_sync_subtasks=False)
+        except celery.exceptions.TimeoutError:
+            return HedgeOutcome(task_id, False, f"no result after {timeout_s:.0f}s (state {result.state})")
+        if result.successful():
+            return HedgeOutcome(task_id, True)
+        return HedgeOutcome(task_id, False, f"{result.state}: {result.result!r}")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

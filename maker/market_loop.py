@@ -1,0 +1,241 @@
+"""One market's quote loop for account A.
+
+FLAT -> QUOTING_OPEN -> HEDGING -> LONG -> QUOTING_CLOSE -> HEDGING -> FLAT, plus PAUSED.
+A new order is placed only when no hedge of this market is in flight or failed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from hedge.config import Config, MarketConfig
+from hedge.fill import SELL, Fill
+from hedge.money import MarketSpec
+from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote
+from maker.hedges import HedgeDispatcher
+from tasks.store import Store
+from venue import errors
+from venue.client import OrderView, VenueClient
+
+log = logging.getLogger("maker.loop")
+
+ORDER_CHECK_INTERVAL_S = 2.0   # while resting, re-read the order now and then (a cancel by the venue sends no trade)
+FILLS_ARRIVE_TIMEOUT_S = 10.0  # an order's fills reach us over the stream after its final state
+
+
+class Paused(Exception):
+    """The market is paused; the reason is stored in Redis."""
+
+
+@dataclass
+class RestingOrder:
+    client_order_index: int
+    quote: Quote
+    order_index: int | None = None
+    filled: Decimal = Decimal(0)
+    fill_ids: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class MarketLoop:
+    def __init__(self, cfg: Config, market: MarketConfig, spec: MarketSpec, client: VenueClient,
+                 b_position, store: Store, dispatcher: HedgeDispatcher, resumed: asyncio.Event):
+        self.cfg = cfg
+        self.market = market
+        self.symbol = market.symbol
+        self.spec = spec
+        self.client = client
+        self.b_position = b_position  # async () -> Decimal, B's position on this market
+        self.store = store
+        self.dispatcher = dispatcher
+        self.resumed = resumed
+        self._state = "STARTING"
+        self.resting: RestingOrder | None = None
+        self._seq = 0
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            self.store.set_state(self.symbol, value)
+
+    def on_paused(self) -> None:
+        """A pause from the operator: stop waiting on the resting order and cancel it now."""
+        if self.resting is not None:
+            self.resting.changed.set()
+
+    # ---- fills from the stream -------------------------------------------------------------
+
+    def on_fill(self, fill: Fill) -> None:
+        task_id = self.dispatcher.submit(self.symbol, fill)
+        order = self.resting
+        if task_id is None or order is None:
+            return
+        if fill.client_order_index == order.client_order_index or fill.order_index == order.order_index:
+            order.filled += fill.base_amount
+            order.fill_ids.append(fill.fill_id)
+            order.changed.set()
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stream_ready: asyncio.Event) -> None:
+        await stream_ready.wait()  # snapshot and backfill processed: fills during downtime are queued
+        await self._startup()
+        while True:
+            try:
+                await self._wait_unpaused()
+                await self._round()
+            except Paused:
+                continue
+
+    async def _startup(self) -> None:
+        self.dispatcher.requeue_unsent(self.symbol)
+        for order in await self.client.active_orders(self.market.market_index):
+            log.warning("event=maker.cancel_leftover market=%s order_index=%s", self.symbol, order.order_index)
+            await self.client.cancel(self.market.market_index, order.order_index)
+        try:
+            await self._wait_hedges()
+            await self._reconcile()
+        except Paused:
+            pass
+
+    async def _reconcile(self) -> None:
+        """Net exposure A+B must equal the dust we carry; anything else is unexplained: pause."""
+        a = await self.client.position(self.market.market_index)
+        b = await self.b_position()
+        dust = self.spec.base_from_int(self.store.dust(self.symbol))
+        net = a + b
+        log.info("event=maker.reconcile market=%s a_position=%s b_position=%s net=%s dust=%s",
+                 self.symbol, a, b, net, dust)
+        if net != dust:
+            self._pause(f"unexplained net exposure {net} at start (A {a}, B {b}, carried dust {dust})")
+
+    async def _wait_unpaused(self) -> None:
+        while True:
+            pause = self.store.paused(self.symbol)
+            if pause is None:
+                failed = self.store.failed(self.symbol)
+                if failed:
+                    self._pause(f"{len(failed)} failed hedge(s) remain: {', '.join(sorted(failed))}; "
+                                f"requeue them, then resume")
+                    continue
+                return
+            if self.state != "PAUSED":
+                self.state = "PAUSED"
+                log.warning("event=maker.paused market=%s reason=%r", self.symbol, pause.get("reason"))
+            self.resumed.clear()
+            try:
+                await asyncio.wait_for(self.resumed.wait(), timeout=5.0)  # pubsub wakes us; re-check anyway
+            except asyncio.TimeoutError:
+                pass
+
+    def _pause(self, reason: str) -> None:
+        self.state = "PAUSED"
+        self.store.pause(self.symbol, reason, by="maker")
+        log.error("event=maker.pause market=%s reason=%r", self.symbol, reason)
+        raise Paused(reason)
+
+    async def _round(self) -> None:
+        mi = self.market.market_index
+        position = await self.client.position(mi)
+        bids, asks = await self.client.book_prices(mi, limit=max(50, self.market.depth * 5))
+        quote = next_quote(position, bids, asks, self.market.depth, self.market.quantity, self.spec)
+        if quote is None or not self.spec.is_orderable(quote.base_amount):
+            self._pause(f"nothing sensible to quote: position {position}, book {len(bids)} bids / {len(asks)} asks")
+        closing = quote.reduce_only
+        self.state = "QUOTING_CLOSE" if closing else "QUOTING_OPEN"
+        order = RestingOrder(client_order_index=self._next_client_order_index(), quote=quote)
+        self.resting = order
+        try:
+            placed = await self._place(order)
+            if placed is not None:
+                await self._rest_until_done(order, placed)
+        finally:
+            self.resting = None
+        self.state = "HEDGING"
+        await self._wait_hedges()
+        position = await self.client.position(mi)
+        if closing and position == 0:
+            self.store.incr(self.symbol, "rounds")
+            log.info("event=maker.round_done market=%s rounds=%s", self.symbol,
+                     self.store.stats(self.symbol).get("rounds"))
+        self.state = "FLAT" if position == 0 else "LONG"
+
+    async def _place(self, order: RestingOrder) -> OrderView | None:
+        q = order.quote
+        outcome = await self.client.place_limit(self.spec, order.client_order_index, q.side == SELL,
+                                                q.base_amount, q.price, self.market.post_only, q.reduce_only)
+        log.info("event=maker.order market=%s client_order_index=%d side=%s base=%s price=%s reduce_only=%s "
+                 "outcome=%s", self.symbol, order.client_order_index, q.side, q.base_amount, q.price,
+                 q.reduce_only, outcome.describe())
+        if outcome.kind == errors.REJECTED:
+            self._pause(f"venue rejected A's order: {outcome.describe()}")
+        if outcome.kind == errors.RETRYABLE:
+            await asyncio.sleep(1.0)  # a nonce resync or a rate limit: try the round again
+            return None
+        # Accepted or in doubt: the venue's record of this client_order_index is the truth.
+        view = await self.client.order_by_client_index(order.client_order_index)
+        if view is None and outcome.kind == errors.IN_DOUBT:
+            view = await self.client.wait_order_final(order.client_order_index, 2.0)
+        if view is not None:
+            order.order_index = view.order_index
+        return view
+
+    async def _rest_until_done(self, order: RestingOrder, view: OrderView) -> None:
+        """Wait for fills (pushed by the stream) until filled, or cancel at the timeout."""
+        deadline = time.monotonic() + self.cfg.strategy.maker_order_timeout_s
+        while not view.is_final and order.filled < order.quote.base_amount:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0 or self.store.paused(self.symbol):
+                outcome = await self.client.cancel(self.market.market_index, view.order_index)
+                log.info("event=maker.cancel market=%s client_order_index=%d outcome=%s", self.symbol,
+                         order.client_order_index, outcome.describe())
+                break
+            order.changed.clear()
+            try:
+                await asyncio.wait_for(order.changed.wait(), timeout=min(left_s, ORDER_CHECK_INTERVAL_S))
+            except asyncio.TimeoutError:
+                view = await self.client.order_by_client_index(order.client_order_index) or view
+        final = await self.client.wait_order_final(order.client_order_index, 5.0)
+        if final is None or not final.is_final:
+            self._pause(f"A's order {order.client_order_index} did not reach a final state after cancel")
+        # A fill that raced the cancel still arrives over the stream: wait until we have them all.
+        deadline = time.monotonic() + FILLS_ARRIVE_TIMEOUT_S
+        while order.filled < final.filled_base and time.monotonic() < deadline:
+            order.changed.clear()
+            try:
+                await asyncio.wait_for(order.changed.wait(), timeout=deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+        log.info("event=maker.order_done market=%s client_order_index=%d status=%s filled=%s fills=%d",
+                 self.symbol, order.client_order_index, final.status, final.filled_base, len(order.fill_ids))
+        if order.filled != final.filled_base:
+            self._pause(f"A's order {order.client_order_index} filled {final.filled_base} but the stream "
+                        f"reported {order.filled}")
+
+    async def _wait_hedges(self) -> None:
+        deadline = time.monotonic() + self.cfg.strategy.hedge_wait_timeout_s
+        while True:
+            inflight = sorted(self.store.inflight(self.symbol))
+            if not inflight:
+                return
+            for task_id in inflight:
+                left_s = max(0.1, deadline - time.monotonic())
+                outcome = await self.dispatcher.wait(task_id, left_s)
+                if not outcome.ok:
+                    self._pause(f"hedge {task_id} failed: {outcome.reason}")
+                log.info("event=maker.hedge_ok market=%s task_id=%s", self.symbol, task_id)
+                # The worker clears in-flight right after storing the result; don't race it.
+                self.store.clear_inflight(self.symbol, task_id)
+
+    def _next_client_order_index(self) -> int:
+        # Unique for centuries without shared state: milliseconds * 16 + a per-process counter.
+        self._seq = (self._seq + 1) % 16
+        return (int(time.time() * 1000) * 16 + self._seq) % MAX_CLIENT_ORDER_INDEX + 1

@@ -1,0 +1,1 @@
+"""Operator-facing shell: settings loading, logging setup and the lighter-hedge CLI."""

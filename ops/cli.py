@@ -1,0 +1,248 @@
+"""The `lighter-hedge` command: run the processes and operate them (Click, as Celery uses)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import click
+
+from hedge.config import Config, ConfigError
+from ops import logs
+from ops.settings import CONFIG_ENV, load_config
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+
+
+def safe_url(url: str) -> str:
+    """A URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _store(cfg: Config):
+    import redis
+    from tasks.store import Store
+    store = Store.from_url(cfg.redis_url)
+    try:
+        store.r.ping()
+    except redis.RedisError as exc:
+        click.echo(f"broker error: cannot reach Redis at {safe_url(cfg.redis_url)} ({type(exc).__name__}: {exc})",
+                   err=True)
+        sys.exit(3)
+    return store
+
+
+def _markets(cfg: Config, market: tuple[str, ...] | str | None) -> list[str]:
+    if not market:
+        return list(cfg.markets)
+    names = [market] if isinstance(market, str) else list(market)
+    try:
+        return [cfg.market(m).symbol for m in names]
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+
+
+config_option = click.option("--config", "config_path", envvar=CONFIG_ENV, default=None,
+                             help="config.yaml path (default: $LH_CONFIG or ./config.yaml)")
+
+
+@click.group()
+def main() -> None:
+    """lighter-hedge: maker on account A, hedges on account B, over Celery."""
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+@main.command("maker")
+@config_option
+@click.option("--market", multiple=True, help="market symbol (repeatable; default: all in config)")
+@click.option("--quantity", default=None, help="override markets.<M>.quantity (one --market only)")
+@click.option("--depth", type=int, default=None, help="override markets.<M>.depth (one --market only)")
+@click.option("--log-level", default="INFO")
+def maker_command(config_path: str | None, market: tuple[str, ...], quantity: str | None,
+                  depth: int | None, log_level: str) -> None:
+    """Run account A's quote loop and account stream."""
+    import aiohttp
+    from dataclasses import replace
+
+    from hedge.money import AmountError, to_decimal
+    cfg = _load(config_path)
+    symbols = _markets(cfg, market)
+    if quantity is not None or depth is not None:
+        if len(symbols) != 1:
+            raise click.UsageError("--quantity/--depth need exactly one --market")
+        m = cfg.market(symbols[0])
+        try:
+            q = to_decimal(quantity, "--quantity") if quantity is not None else m.quantity
+        except AmountError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if q <= 0 or (depth is not None and depth < 1):
+            raise click.BadParameter("--quantity must be > 0 and --depth >= 1")
+        cfg = replace(cfg, markets={**cfg.markets, m.symbol: replace(m, quantity=q, depth=depth or m.depth)})
+    _store(cfg)
+    from venue.keys import private_key
+    try:
+        private_key(cfg, cfg.account_a)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    logs.setup(log_level)
+    from maker.app import run_maker
+    try:
+        asyncio.run(run_maker(cfg, symbols))
+    except (aiohttp.ClientConnectorError, ConnectionError) as exc:
+        click.echo(f"venue error: cannot reach {cfg.base_url} ({exc})", err=True)
+        sys.exit(3)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("worker")
+@config_option
+@click.option("--log-level", default="INFO")
+def worker_command(config_path: str | None, log_level: str) -> None:
+    """Run account B's Celery worker: queue hedge.b, one process (B's nonces are sequential)."""
+    cfg = _load(config_path)
+    _store(cfg)
+    from venue.keys import private_key
+    try:
+        private_key(cfg, cfg.account_b)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    if config_path:
+        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    # solo pool: tasks run in this very process, so the signer is never inherited across fork().
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "hedge.b",
+                              "-P", "solo", "-c", "1", "-E", "-n", "hedge-b@%h", "--loglevel", log_level,
+                              "--without-mingle", "--without-gossip"])
+
+
+@main.command("sim")
+@config_option
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=None, help="default: the port of lighter.base_url")
+@click.option("--seed", type=int, default=None)
+def sim_command(config_path: str | None, host: str, port: int | None, seed: int | None) -> None:
+    """Run the local Lighter-protocol exchange (paper mode)."""
+    from ops.settings import config_path as resolve
+    cfg = _load(config_path)
+    port = port or urlsplit(cfg.base_url).port or 8787
+    argv = ["--host", host, "--port", str(port), "--config", str(resolve(config_path))]
+    if cfg.keys_file:
+        argv += ["--keys-file", cfg.keys_file]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    from venue.sim.server import main as sim_main
+    sys.exit(sim_main(argv))
+
+
+# ---- operating ---------------------------------------------------------------------------------
+
+@main.command("status")
+@config_option
+@click.option("--market", default=None)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per market")
+def status_command(config_path: str | None, market: str | None, as_json: bool) -> None:
+    """Per market: A and B positions, net exposure, dust, in-flight and failed hedges, pause."""
+    from ops.status import collect
+    cfg = _load(config_path)
+    store = _store(cfg)
+    rows = asyncio.run(collect(cfg, store, _markets(cfg, market)))
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, default=str))
+            continue
+        click.echo(" ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("failed_hedges", "pause_reason")))
+        if row["pause_reason"]:
+            click.echo(f"  paused: {row['pause_reason']}")
+        for task_id, info in row["failed_hedges"].items():
+            click.echo(f"  failed: {task_id} fill_id={info.get('fill_id')} reason={info.get('reason')}")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, Decimal):
+        return "0" if value == 0 else str(value)
+    return str(value)
+
+
+@main.command("pause")
+@config_option
+@click.option("--market", default=None, help="default: every market")
+@click.option("--reason", default="paused by operator")
+def pause_command(config_path: str | None, market: str | None, reason: str) -> None:
+    """Stop A from placing orders (its resting order is cancelled); survives restarts."""
+    cfg = _load(config_path)
+    store = _store(cfg)
+    for symbol in _markets(cfg, market):
+        store.pause(symbol, reason, by="operator")
+        click.echo(f"market={symbol} paused reason={reason!r}")
+
+
+@main.command("resume")
+@config_option
+@click.option("--market", default=None, help="default: every market")
+@click.option("--force", is_flag=True, help="resume even with failed hedges left (A stays exposed)")
+def resume_command(config_path: str | None, market: str | None, force: bool) -> None:
+    """Let A trade again. Refuses while failed hedges remain: requeue them first."""
+    cfg = _load(config_path)
+    store = _store(cfg)
+    code = 0
+    for symbol in _markets(cfg, market):
+        failed = store.failed(symbol)
+        if failed and not force:
+            click.echo(f"market={symbol} not resumed: {len(failed)} failed hedge(s) remain "
+                       f"({', '.join(sorted(failed))}); run `lighter-hedge requeue --all-failed` first", err=True)
+            code = 1
+            continue
+        store.resume(symbol)
+        click.echo(f"market={symbol} resumed")
+    sys.exit(code)
+
+
+@main.command("requeue")
+@config_option
+@click.argument("task_id", required=False)
+@click.option("--all-failed", is_flag=True, help="every failed hedge (of --market, or all markets)")
+@click.option("--market", default=None)
+def requeue_command(config_path: str | None, task_id: str | None, all_failed: bool, market: str | None) -> None:
+    """Re-run failed hedges with their original fill (same task id)."""
+    from ops.requeue import requeue
+    cfg = _load(config_path)
+    store = _store(cfg)
+    if bool(task_id) == all_failed:
+        raise click.UsageError("give a TASK_ID or --all-failed")
+    done = requeue(cfg, store, _markets(cfg, market), task_id)
+    if not done:
+        click.echo("nothing to requeue" + (f": {task_id} is not a failed hedge" if task_id else ""), err=True)
+        sys.exit(1)
+    for tid in done:
+        click.echo(f"requeued {tid}")
+
+
+@main.command("demo")
+@config_option
+@click.option("--rounds", type=int, default=2, help="open+close rounds per market before stopping")
+@click.option("--max-seconds", type=int, default=100, help="stop after this long even if rounds are not done")
+def demo_command(config_path: str | None, rounds: int, max_seconds: int) -> None:
+    """Paper-mode demo: sim, worker, maker and Flower under supervisord; prints hedges and a summary."""
+    from ops.demo import run_demo
+    cfg = _load(config_path)
+    sys.exit(run_demo(cfg, config_path, rounds, max_seconds))

@@ -1,0 +1,39 @@
+"""Re-run failed hedges with their original fill, under the same task id.
+
+The fill comes from the failed-hedge record (written by the task's on_failure) or, failing
+that, from the result backend (result_extended keeps the task's args).
+"""
+from __future__ import annotations
+
+import logging
+
+from celery.result import AsyncResult
+
+from hedge.config import Config
+from tasks import app, hedge_fill
+from tasks.store import Store
+
+log = logging.getLogger("ops.requeue")
+
+
+def requeue(cfg: Config, store: Store, markets: list[str], task_id: str | None) -> list[str]:
+    done = []
+    for market in markets:
+        for failed_id, info in store.failed(market).items():
+            if task_id and failed_id != task_id:
+                continue
+            fill = info.get("fill") or _args_from_backend(failed_id)
+            if not fill:
+                log.error("event=requeue.no_fill task_id=%s", failed_id)
+                continue
+            store.mark_inflight(market, failed_id)
+            store.r.hdel(f"lh:failed:{market}", failed_id)
+            hedge_fill.apply_async(args=[fill], task_id=failed_id)
+            log.info("event=requeue fill_id=%s market=%s task_id=%s", fill.get("fill_id"), market, failed_id)
+            done.append(failed_id)
+    return done
+
+
+def _args_from_backend(task_id: str) -> dict | None:
+    args = AsyncResult(task_id, app=app).args
+    return args[0] if args else None

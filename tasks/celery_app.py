@@ -1,0 +1,5 @@
+"""The Celery app, configured from celeryconfig.py."""
+from celery import Celery
+
+app = Celery("lighter_hedge")
+app.config_from_object("celeryconfig")

@@ -1,0 +1,67 @@
+"""The Celery task: routing, retry policy and bookkeeping around tasks.hedge.hedge_one."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_shutdown
+
+from tasks import runtime
+from tasks.celery_app import app
+from tasks.hedge import PermanentHedgeError, TransientHedgeError, hedge_one, market_symbol
+
+log = logging.getLogger("tasks.hedge_task")
+_strategy = runtime.config().strategy
+
+
+class HedgeTask(Task):
+    """Records the outcome where the maker and the CLI look: in-flight, failed, counters."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict) -> None:
+        fill = _fill_arg(args, kwargs)
+        runtime.store().hedge_finished(market_symbol(runtime.config(), fill), task_id,
+                                       str((fill or {}).get("fill_id")), ok=True)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        fill = _fill_arg(args, kwargs)
+        market = market_symbol(runtime.config(), fill)
+        reason = f"{type(exc).__name__}: {exc}"
+        fill_id = str(fill.get("fill_id")) if isinstance(fill, dict) else "unknown"
+        log.error("event=hedge.failed fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
+        store = runtime.store()
+        store.hedge_finished(market, task_id, fill_id, ok=False, reason=reason,
+                             fill_msg=fill if isinstance(fill, dict) else None)
+        store.publish_event({"event": "hedge.failed", "market": market, "fill_id": fill_id,
+                             "task_id": task_id, "reason": reason})
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        fill = _fill_arg(args, kwargs) or {}
+        log.warning("event=hedge.retry fill_id=%s task_id=%s retries=%d reason=%s",
+                    fill.get("fill_id") if isinstance(fill, dict) else None, task_id,
+                    self.request.retries, exc)
+
+
+def _fill_arg(args: tuple, kwargs: dict) -> Any:
+    if args:
+        return args[0]
+    return kwargs.get("fill")
+
+
+@app.task(bind=True, base=HedgeTask, name="tasks.hedge_fill",
+          autoretry_for=(TransientHedgeError,), dont_autoretry_for=(PermanentHedgeError,),
+          retry_backoff=1, retry_backoff_max=_strategy.retry_backoff_max_s, retry_jitter=True,
+          max_retries=_strategy.max_retries)
+def hedge_fill(self: Task, fill: dict) -> dict:
+    """Hedge one fill of account A with the opposite market order on account B."""
+    attempt = self.request.retries + 1
+    return runtime.run(lambda: _run(fill, attempt))
+
+
+async def _run(fill: Any, attempt: int) -> dict:
+    return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt)
+
+
+@worker_process_shutdown.connect
+def _close_client(**_: Any) -> None:
+    runtime.shutdown()

@@ -1,0 +1,81 @@
+"""Classify what the venue said about a sent tx: accepted, definite reject, retryable, or in doubt.
+
+Only known business codes count as a definite reject; anything unrecognised is in doubt,
+because treating an executed order as rejected would hedge twice.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ACCEPTED = "accepted"
+REJECTED = "rejected"      # definitely not applied; retrying will not help
+RETRYABLE = "retryable"    # definitely not applied; retrying may help (nonce, rate limit)
+IN_DOUBT = "in_doubt"      # may or may not be applied: resolve by asking the venue, never resend blind
+
+INVALID_NONCE = 21104
+TOO_MANY_REQUESTS = 23000
+TOO_MANY_PENDING_TXS = 21506
+# Lighter codes that mean "this tx was refused and changed nothing".
+DEFINITE_REJECT_CODES = {
+    21109,  # api key not found
+    21120,  # invalid signature
+    21501,  # invalid tx info
+    21600,  # not an active limit order
+    21602,  # invalid market index
+    21700,  # invalid order index
+    21701,  # invalid base amount
+    21702,  # invalid price
+    21706,  # invalid order base or quote amount
+    21709,  # order is inactive
+    21711,  # invalid expiry
+    21727,  # invalid client order index
+    21728,  # client order index already exists
+    21733,  # fat-finger price
+    21734,  # limit price too far from mark
+    21739,  # not enough margin
+}
+RETRYABLE_CODES = {INVALID_NONCE, TOO_MANY_REQUESTS, TOO_MANY_PENDING_TXS}
+
+_BODY = re.compile(r"code=(\d+)\s+message='((?:[^'\\]|\\.)*)'")
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    kind: str
+    code: int | None = None
+    message: str = ""
+    tx_hash: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.kind == ACCEPTED
+
+    def describe(self) -> str:
+        code = f" code={self.code}" if self.code is not None else ""
+        return f"{self.kind}{code} venue_message={self.message!r}"
+
+
+def classify_code(code: int | None, message: str) -> SendOutcome:
+    if code == 200:
+        return SendOutcome(ACCEPTED, code, message)
+    if code in RETRYABLE_CODES or "invalid nonce" in message:
+        return SendOutcome(RETRYABLE, code, message)
+    if code in DEFINITE_REJECT_CODES:
+        return SendOutcome(REJECTED, code, message)
+    return SendOutcome(IN_DOUBT, code, message)
+
+
+def classify_sdk_error(err: str) -> SendOutcome:
+    """The SDK's err string: a 400 body ("... code=21104 message='invalid nonce' ...") or a local
+    signer validation error (nothing was sent, so a definite reject)."""
+    match = _BODY.search(err)
+    if match:
+        return classify_code(int(match.group(1)), match.group(2))
+    return SendOutcome(REJECTED, None, f"signer refused: {err}")
+
+
+def classify_http_status(status: int | None, body: str) -> SendOutcome:
+    if status == 429:
+        return SendOutcome(RETRYABLE, TOO_MANY_REQUESTS, f"HTTP 429 {body[:200]}")
+    return SendOutcome(IN_DOUBT, None, f"HTTP {status} {body[:200]}")

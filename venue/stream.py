@@ -1,0 +1,164 @@
+"""Account stream listener: account_all/{A} over WebSocket -> one Fill per new trade of A.
+
+The stream carries trades (not orders). The first snapshot is history; after every
+reconnect the trades missed during the gap are backfilled over REST. Dedupe is by
+trade_id here (in memory) and again durably by whoever receives the fill.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Iterable
+
+import websockets
+from websockets.asyncio.client import connect
+
+from hedge.fill import Fill, InvalidFill, fill_from_trade
+
+log = logging.getLogger("venue.stream")
+
+OnFill = Callable[[Fill], Awaitable[None]]
+Backfill = Callable[[], Awaitable[list[dict[str, Any]]]]
+SEEN_MAX = 50_000
+
+
+class AccountStream:
+    def __init__(self, ws_url: str, account_index: int, on_fill: OnFill, backfill: Backfill, *,
+                 markets: Iterable[int] | None = None, history_cutoff_trade_id: int | None = None,
+                 on_cutoff: Callable[[int], Awaitable[None]] | None = None,
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                 backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0, seed: int | None = None):
+        self.ws_url = ws_url
+        self.account_index = account_index
+        self.on_fill = on_fill
+        self.backfill = backfill
+        self.markets = set(markets) if markets is not None else None
+        # Trades at or below the cutoff happened before we started hedging this account.
+        self.cutoff = history_cutoff_trade_id
+        self.on_cutoff = on_cutoff
+        self.on_reconnect = on_reconnect
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self._rng = random.Random(seed)
+        self._seen: set[int] = set()
+        self.connects = 0
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Listen forever (until cancelled), reconnecting with exponential backoff and full jitter."""
+        failures = 0
+        while True:
+            try:
+                await self._session()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any drop: reconnect, then backfill covers the gap
+                failures += 1
+                log.warning("event=stream.disconnected account=%s error=%s failures=%d",
+                            self.account_index, _describe(exc), failures)
+            self.connected.clear()
+            delay_s = self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(failures, 10)))
+            await asyncio.sleep(delay_s)
+
+    async def _session(self) -> None:
+        async with connect(self.ws_url, ping_interval=20, ping_timeout=20, open_timeout=10,
+                           max_size=2**23) as ws:
+            channel = f"account_all/{self.account_index}"
+            await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
+            first = self.connects == 0
+            self.connects += 1
+            log.info("event=stream.connected account=%s connects=%d", self.account_index, self.connects)
+            snapshot_done = False
+            async for raw in ws:
+                msg = _parse(raw)
+                if msg is None:
+                    continue
+                kind = msg.get("type")
+                if kind == "ping":
+                    await ws.send('{"type":"pong"}')
+                elif kind == "subscribed/account_all":
+                    await self._on_snapshot(msg, first)
+                    snapshot_done = True
+                    self.connected.set()
+                    if not first and self.on_reconnect is not None:
+                        await self.on_reconnect()
+                elif kind == "update/account_all" and snapshot_done:
+                    await self._emit(_trades_of(msg))
+                elif kind == "error":
+                    log.error("event=stream.venue_error account=%s code=%s message=%r",
+                              self.account_index, msg.get("code"), msg.get("message"))
+
+    async def _on_snapshot(self, msg: dict[str, Any], first: bool) -> None:
+        snapshot = _trades_of(msg)
+        missed = await self.backfill()
+        if self.cutoff is None:
+            # Never hedged this account before: everything it has traded so far is history.
+            ids = [int(t["trade_id"]) for t in snapshot + missed if "trade_id" in t]
+            self.cutoff = max(ids, default=0)
+            self._seen.update(ids)
+            log.info("event=stream.history account=%s cutoff_trade_id=%d", self.account_index, self.cutoff)
+            if self.on_cutoff is not None:
+                await self.on_cutoff(self.cutoff)
+            return
+        # A reconnect (or a restart with a known cutoff): snapshot and REST fill the gap.
+        await self._emit(sorted(snapshot + missed, key=lambda t: int(t.get("trade_id", 0))))
+
+    async def _emit(self, trades: list[dict[str, Any]]) -> None:
+        for trade in trades:
+            try:
+                trade_id = int(trade["trade_id"])
+            except (KeyError, TypeError, ValueError):
+                log.error("event=stream.bad_trade account=%s trade=%r", self.account_index, trade)
+                continue
+            if trade_id in self._seen or (self.cutoff is not None and trade_id <= self.cutoff):
+                continue
+            try:
+                fill = fill_from_trade(trade, self.account_index, ts_seen_ms=int(time.time() * 1000))
+            except InvalidFill as exc:
+                log.error("event=stream.bad_trade account=%s trade_id=%s error=%s", self.account_index, trade_id, exc)
+                self._seen.add(trade_id)
+                continue
+            if fill is None or (self.markets is not None and fill.market_index not in self.markets):
+                self._seen.add(trade_id)
+                continue
+            # If the receiver fails, the id stays unseen: the reconnect's backfill delivers it again.
+            await self.on_fill(fill)
+            self._seen.add(trade_id)
+        if len(self._seen) > SEEN_MAX:
+            self._seen = set(sorted(self._seen)[-SEEN_MAX // 2:])
+
+
+def _parse(raw: Any) -> dict[str, Any] | None:
+    try:
+        msg = json.loads(raw)
+    except (TypeError, ValueError):
+        log.error("event=stream.bad_frame reason=not_json frame=%r", str(raw)[:200])
+        return None
+    if not isinstance(msg, dict):
+        log.error("event=stream.bad_frame reason=not_an_object frame=%r", str(raw)[:200])
+        return None
+    return msg
+
+
+def _trades_of(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    trades = msg.get("trades") or {}
+    out: list[dict[str, Any]] = []
+    groups = trades.values() if isinstance(trades, dict) else [trades]
+    for group in groups:
+        if isinstance(group, dict):
+            group = [group]
+        if not isinstance(group, list):
+            log.error("event=stream.bad_frame reason=trades_not_a_list frame=%r", str(group)[:200])
+            continue
+        out.extend(t for t in group if isinstance(t, dict))
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, websockets.ConnectionClosed):
+        return f"closed code={exc.rcvd.code if exc.rcvd else None}"
+    return f"{type(exc).__name__}: {exc}"
