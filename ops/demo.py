@@ -1,0 +1,131 @@
+"""`lighter-hedge demo`: everything under supervisord in paper mode, hedges printed live, a summary.
+
+Exit 0 when every market ends with zero net exposure, 1 otherwise, 2 on a setup error.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import click
+import redis
+
+from hedge.config import Config
+from ops import supervise
+from ops.settings import PROJECT_ROOT, config_path
+from tasks.store import EVENTS_CHANNEL, Store
+from venue.client import public_positions
+from venue.keys import ensure_paper_keys
+
+APPS = ("sim", "worker", "maker", "flower")
+
+
+def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int) -> int:
+    if cfg.mode != "paper":
+        click.echo("demo runs in paper mode only (mode: paper in config.yaml)", err=True)
+        return 2
+    started = time.monotonic()
+    ensure_paper_keys(cfg)
+    run_dir, log_dir = PROJECT_ROOT / "run", PROJECT_ROOT / "logs"
+    env = supervise.supervisor_env(cfg, Path(config_path(config_file)), run_dir, log_dir, autostart=False)
+    if (run_dir / "supervisord.pid").exists():
+        supervise.shutdown(env, timeout_s=30)  # a previous demo left running
+    supervise.start(env)
+    try:
+        store = _wait_for_redis(cfg, 20)
+        _clear_paper_state(store)
+        supervise.ctl(env, "start", *APPS)
+        click.echo(f"demo: paper mode, markets {', '.join(cfg.markets)}, {rounds} round(s) each; "
+                   f"logs in {log_dir}/")
+        latencies = _follow(store, list(cfg.markets), rounds, started + max_seconds)
+        for market in cfg.markets:
+            store.pause(market, "demo finished", by="demo")
+        _wait_quiet(store, list(cfg.markets), 30)
+        ok = _summary(cfg, store, latencies)
+        click.echo(f"Flower: http://127.0.0.1:{cfg.flower_port} (user {supervise.flower_user()}, "
+                   f"password in $LH_FLOWER_PASSWORD or {run_dir}/flower-password)")
+        click.echo(f"demo took {time.monotonic() - started:.0f}s")
+        return 0 if ok else 1
+    finally:
+        supervise.shutdown(env)
+
+
+def _wait_for_redis(cfg: Config, timeout_s: float) -> Store:
+    deadline = time.monotonic() + timeout_s
+    while not supervise.redis_answers(cfg.redis_url):
+        if time.monotonic() > deadline:
+            raise click.ClickException("Redis did not answer")
+        time.sleep(0.1)
+    return Store.from_url(cfg.redis_url)
+
+
+def _clear_paper_state(store: Store) -> None:
+    """The simulator starts empty, so yesterday's registry, pauses and results must go too."""
+    for pattern in ("lh:*", "celery-task-meta-*", "_kombu*", "unacked*"):
+        keys = list(store.r.scan_iter(match=pattern, count=500))
+        if keys:
+            store.r.delete(*keys)
+    store.r.delete("hedge.b")
+
+
+def _follow(store: Store, markets: list[str], rounds: int, deadline: float) -> dict[str, list[int]]:
+    latencies: dict[str, list[int]] = {m: [] for m in markets}
+    pubsub = store.r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(EVENTS_CHANNEL)
+    try:
+        while time.monotonic() < deadline:
+            if all(store.stats(m).get("rounds", 0) >= rounds for m in markets):
+                break
+            message = pubsub.get_message(timeout=1.0)
+            if not message:
+                continue
+            event = json.loads(message["data"])
+            kind = event.get("event")
+            if kind == "fill":
+                click.echo(f"fill   market={event['market']} fill_id={event['fill_id']} side={event['side']} "
+                           f"base={event['base_amount']} price={event['price']}")
+            elif kind == "hedge.done":
+                latencies.setdefault(event["market"], []).append(int(event["latency_ms"]))
+                click.echo(f"hedge  market={event['market']} fill_id={event['fill_id']} side={event['side']} "
+                           f"filled_base={event['filled_base']} avg_price={event['avg_price']} "
+                           f"latency_ms={event['latency_ms']} attempts={event['attempts']}")
+            elif kind == "hedge.failed":
+                click.echo(f"FAILED market={event['market']} fill_id={event['fill_id']} reason={event['reason']}")
+    finally:
+        pubsub.close()
+    return latencies
+
+
+def _wait_quiet(store: Store, markets: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all((store.state(m) or {}).get("state") == "PAUSED" and not store.inflight(m) for m in markets):
+            return
+        time.sleep(0.2)
+    click.echo("demo: the maker did not settle in time; the summary shows what the venue holds", err=True)
+
+
+def _summary(cfg: Config, store: Store, latencies: dict[str, list[int]]) -> bool:
+    a, b = cfg.account_a.account_index, cfg.account_b.account_index
+    positions = asyncio.run(public_positions(cfg.base_url, [a, b]))
+    ok = True
+    for market, m in cfg.markets.items():
+        pa = positions[a].get(m.market_index, Decimal(0))
+        pb = positions[b].get(m.market_index, Decimal(0))
+        net = pa + pb
+        ok = ok and net == 0
+        stats = store.stats(market)
+        lat = sorted(latencies.get(market) or [0])
+        click.echo(f"market={market} rounds={stats.get('rounds', 0)} fills={stats.get('fills', 0)} "
+                   f"hedges={stats.get('hedges', 0)} net_exposure={_num(net)} a_position={_num(pa)} "
+                   f"b_position={_num(pb)} failed={len(store.failed(market))} "
+                   f"p50_latency_ms={statistics.median(lat):.0f} max_latency_ms={lat[-1]}")
+    return ok
+
+
+def _num(value: Decimal) -> str:
+    return "0" if value == 0 else str(value)

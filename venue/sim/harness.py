@@ -1,0 +1,146 @@
+"""Run the simulator as a subprocess (tests, demo, benchmarks).
+
+    with start_sim({"tick_ms": 50}, seed=3) as sim:
+        sim.admin("/admin/market", {"random_walk": False, "taker_flow": False})
+        ... SignerClient(sim.base_url, ...) / WsClient(ws_url=sim.ws_url, ...)
+
+Only the standard library is used here so it works from any process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+
+
+class SimStartError(RuntimeError):
+    """The simulator did not come up; the message carries its log tail."""
+
+
+class AdminCallError(RuntimeError):
+    def __init__(self, status: int, body: str, path: str):
+        super().__init__(f"admin {path} -> HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_proxy_opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class SimProcess:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: str, workdir: str):
+        self.proc = proc
+        self.port = port
+        self.log_path = log_path
+        self._workdir = workdir
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/stream"
+        self._opener = _no_proxy_opener()
+
+    def request(self, method: str, path: str, payload: Any = None,
+                timeout_s: float = 10.0) -> tuple[int, Any]:
+        """Raw call: (status, parsed JSON or text). Never raises on HTTP status."""
+        data = json.dumps(payload).encode() if payload is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with self._opener.open(req, timeout=timeout_s) as resp:
+                status, text = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            status, text = err.code, err.read().decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def admin(self, path: str, payload: dict | None = None) -> dict:
+        """GET when payload is None, else POST JSON; raises AdminCallError on non-2xx."""
+        status, body = self.request("GET" if payload is None else "POST", path, payload)
+        if not 200 <= status < 300:
+            raise AdminCallError(status, json.dumps(body) if not isinstance(body, str) else body, path)
+        return body
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def __enter__(self) -> "SimProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_sim(sim_config: dict | None = None, *, seed: int = 1, keys_file: str | None = None,
+              log_path: str | None = None, port: int | None = None,
+              faults: dict | None = None, timeout_s: float = START_TIMEOUT_S) -> SimProcess:
+    """Starts `python -m venue.sim` on a loopback port and waits until it answers."""
+    import yaml
+
+    workdir = tempfile.mkdtemp(prefix="lighter-sim-")
+    config_path = os.path.join(workdir, "config.yaml")
+    Path(config_path).write_text(yaml.safe_dump({"sim": sim_config or {}}))
+    port = port or free_port()
+    log_path = log_path or os.path.join(workdir, "sim.log")
+    cmd = [sys.executable, "-m", "venue.sim", "--host", "127.0.0.1", "--port", str(port),
+           "--seed", str(seed), "--config", config_path]
+    if keys_file:
+        cmd += ["--keys-file", keys_file]
+    if faults is not None:
+        cmd += ["--faults", json.dumps(faults)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    log_file = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(PROJECT_ROOT))
+    finally:
+        log_file.close()
+    sim = SimProcess(proc, port, log_path, workdir)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not sim.alive():
+            raise SimStartError(f"simulator exited with code {proc.returncode}:\n{sim.log_tail()}")
+        try:
+            status, _ = sim.request("GET", "/api/v1/orderBooks", timeout_s=1.0)
+            if status == 200:
+                return sim
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    sim.stop()
+    raise SimStartError(f"simulator did not answer within {timeout_s}s:\n{sim.log_tail()}")
