@@ -99,7 +99,10 @@ def _int(value: Any, what: str) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
+        try:  # isdigit() also accepts "--5" and "²", which int() refuses
+            return int(value)
+        except ValueError:
+            pass
     raise InvalidFill(f"{what} must be an integer, got {value!r}")
 
 
@@ -118,7 +121,7 @@ def fill_from_trade(trade: Mapping[str, Any], account_index: int, ts_seen_ms: in
     try:
         ask_account = int(trade["ask_account_id"])
         bid_account = int(trade["bid_account_id"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: JSON Infinity
         raise InvalidFill(f"trade has no valid ask_account_id/bid_account_id: {dict(trade)!r}") from None
     if ask_account == account_index and bid_account == account_index:
         raise InvalidFill(f"trade {trade.get('trade_id')} has account {account_index} on both sides")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from tasks import app, hedge_fill
 from tasks.store import Store, task_id_for
 
 log = logging.getLogger("maker.hedges")
+HEDGE_QUEUE = "hedge.b"
+HEDGER_SEEN_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class HedgeDispatcher:
         self.store = store
         # The result backend's consumer is not thread-safe: one thread does all the waiting.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedge-results")
+        self._hedger_seen_at = float("-inf")
 
     def submit(self, market: str, fill: Fill) -> str | None:
         """Record the fill durably and enqueue its hedge once; None for a replayed fill."""
@@ -72,6 +76,21 @@ class HedgeDispatcher:
         if result.successful():
             return HedgeOutcome(task_id, True)
         return HedgeOutcome(task_id, False, f"{result.state}: {result.result!r}")
+
+    async def hedger_present(self) -> bool:
+        """Some worker consumes hedge.b (Celery's broadcast inspect; a yes is trusted for a while)."""
+        if time.monotonic() - self._hedger_seen_at < HEDGER_SEEN_TTL_S:
+            return True
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, self._hedger_present_blocking):
+            self._hedger_seen_at = time.monotonic()
+            return True
+        return False
+
+    @staticmethod
+    def _hedger_present_blocking() -> bool:
+        queues = app.control.inspect(timeout=1.0, limit=1).active_queues() or {}
+        return any(q.get("name") == HEDGE_QUEUE for worker in queues.values() for q in worker)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -142,7 +142,16 @@ class MarketLoop:
         log.error("event=maker.pause market=%s reason=%r", self.symbol, reason)
         raise Paused(reason)
 
+    async def _wait_for_hedger(self) -> None:
+        """Never open exposure that nobody can hedge: wait until a worker consumes hedge.b."""
+        while not await self.dispatcher.hedger_present():
+            if self.state != "WAITING_FOR_WORKER":
+                self.state = "WAITING_FOR_WORKER"
+                log.warning("event=maker.no_hedger market=%s queue=hedge.b", self.symbol)
+            await asyncio.sleep(1.0)
+
     async def _round(self) -> None:
+        await self._wait_for_hedger()
         mi = self.market.market_index
         position = await self.client.position(mi)
         bids, asks = await self.client.book_prices(mi, limit=max(50, self.market.depth * 5))

@@ -16,6 +16,9 @@ from ops.settings import CONFIG_ENV, load_config
 
 
 def _load(config_path: str | None) -> Config:
+    if config_path:
+        # The Celery app (celeryconfig.py) and the worker read the same file through LH_CONFIG.
+        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     try:
         return load_config(config_path)
     except ConfigError as exc:
@@ -107,6 +110,9 @@ def maker_command(config_path: str | None, market: tuple[str, ...], quantity: st
     except (aiohttp.ClientConnectorError, ConnectionError) as exc:
         click.echo(f"venue error: cannot reach {cfg.base_url} ({exc})", err=True)
         sys.exit(3)
+    except LookupError as exc:
+        click.echo(f"venue error: {exc}", err=True)
+        sys.exit(2)
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
@@ -127,8 +133,6 @@ def worker_command(config_path: str | None, log_level: str) -> None:
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
-    if config_path:
-        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     # solo pool: tasks run in this very process, so the signer is never inherited across fork().
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "hedge.b",
                               "-P", "solo", "-c", "1", "-E", "-n", "hedge-b@%h", "--loglevel", log_level,
@@ -246,3 +250,40 @@ def demo_command(config_path: str | None, rounds: int, max_seconds: int) -> None
     from ops.demo import run_demo
     cfg = _load(config_path)
     sys.exit(run_demo(cfg, config_path, rounds, max_seconds))
+
+
+def _supervisor_env(cfg: Config, config_path: str | None, autostart: bool) -> dict[str, str]:
+    from pathlib import Path
+
+    from ops import supervise
+    from ops.settings import PROJECT_ROOT
+    from ops.settings import config_path as resolve
+    run_dir = Path(os.environ.get("LH_RUN_DIR", PROJECT_ROOT / "run"))
+    log_dir = Path(os.environ.get("LH_LOG_DIR", PROJECT_ROOT / "logs"))
+    return supervise.supervisor_env(cfg, Path(resolve(config_path)), run_dir, log_dir, autostart=autostart)
+
+
+@main.command("up")
+@config_option
+def up_command(config_path: str | None) -> None:
+    """Start everything under supervisord (the sim too in paper mode) and return."""
+    from ops import supervise
+    from venue.keys import ensure_paper_keys
+    cfg = _load(config_path)
+    ensure_paper_keys(cfg)
+    env = _supervisor_env(cfg, config_path, autostart=True)
+    if cfg.mode == "paper" and supervise.redis_answers(cfg.redis_url):
+        from tasks.store import Store
+        supervise.clear_paper_state(Store.from_url(cfg.redis_url))
+        click.echo("paper mode: cleared the previous run's hedge state (the simulator starts empty)")
+    supervise.start(env)
+    click.echo(supervise.ctl(env, "status", check=False).rstrip())
+
+
+@main.command("down")
+@config_option
+def down_command(config_path: str | None) -> None:
+    """Stop supervisord and every program (the worker finishes its hedge first)."""
+    from ops import supervise
+    cfg = _load(config_path)
+    supervise.shutdown(_supervisor_env(cfg, config_path, autostart=True))

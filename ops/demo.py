@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from decimal import Decimal
@@ -30,21 +31,28 @@ def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int
         return 2
     started = time.monotonic()
     ensure_paper_keys(cfg)
-    run_dir, log_dir = PROJECT_ROOT / "run", PROJECT_ROOT / "logs"
+    run_dir = Path(os.environ.get("LH_RUN_DIR", PROJECT_ROOT / "run"))
+    log_dir = Path(os.environ.get("LH_LOG_DIR", PROJECT_ROOT / "logs"))
     env = supervise.supervisor_env(cfg, Path(config_path(config_file)), run_dir, log_dir, autostart=False)
     if (run_dir / "supervisord.pid").exists():
         supervise.shutdown(env, timeout_s=30)  # a previous demo left running
     supervise.start(env)
     try:
         store = _wait_for_redis(cfg, 20)
-        _clear_paper_state(store)
+        supervise.clear_paper_state(store)
+        pubsub = store.r.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(EVENTS_CHANNEL)  # before anything can trade, so no event is missed
         supervise.ctl(env, "start", *APPS)
         click.echo(f"demo: paper mode, markets {', '.join(cfg.markets)}, {rounds} round(s) each; "
                    f"logs in {log_dir}/")
-        latencies = _follow(store, list(cfg.markets), rounds, started + max_seconds)
-        for market in cfg.markets:
+        markets = list(cfg.markets)
+        latencies: dict[str, list[int]] = {m: [] for m in markets}
+        _follow(pubsub, lambda: all(store.stats(m).get("rounds", 0) >= rounds for m in markets),
+                started + max_seconds, latencies)
+        for market in markets:
             store.pause(market, "demo finished", by="demo")
-        _wait_quiet(store, list(cfg.markets), 30)
+        if not _follow(pubsub, lambda: _quiet(store, markets), time.monotonic() + 30, latencies):
+            click.echo("demo: the maker did not settle in time; the summary shows what the venue holds", err=True)
         ok = _summary(cfg, store, latencies)
         click.echo(f"Flower: http://127.0.0.1:{cfg.flower_port} (user {supervise.flower_user()}, "
                    f"password in $LH_FLOWER_PASSWORD or {run_dir}/flower-password)")
@@ -63,50 +71,35 @@ def _wait_for_redis(cfg: Config, timeout_s: float) -> Store:
     return Store.from_url(cfg.redis_url)
 
 
-def _clear_paper_state(store: Store) -> None:
-    """The simulator starts empty, so yesterday's registry, pauses and results must go too."""
-    for pattern in ("lh:*", "celery-task-meta-*", "_kombu*", "unacked*"):
-        keys = list(store.r.scan_iter(match=pattern, count=500))
-        if keys:
-            store.r.delete(*keys)
-    store.r.delete("hedge.b")
+def _follow(pubsub, until, deadline: float, latencies: dict[str, list[int]]) -> bool:
+    """Print fills and hedges as they happen until `until()` holds; False at the deadline."""
+    while not until():
+        if time.monotonic() > deadline:
+            return False
+        message = pubsub.get_message(timeout=0.5)
+        if message:
+            _print_event(json.loads(message["data"]), latencies)
+    while (message := pubsub.get_message(timeout=0.05)):  # what arrived with the last check
+        _print_event(json.loads(message["data"]), latencies)
+    return True
 
 
-def _follow(store: Store, markets: list[str], rounds: int, deadline: float) -> dict[str, list[int]]:
-    latencies: dict[str, list[int]] = {m: [] for m in markets}
-    pubsub = store.r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(EVENTS_CHANNEL)
-    try:
-        while time.monotonic() < deadline:
-            if all(store.stats(m).get("rounds", 0) >= rounds for m in markets):
-                break
-            message = pubsub.get_message(timeout=1.0)
-            if not message:
-                continue
-            event = json.loads(message["data"])
-            kind = event.get("event")
-            if kind == "fill":
-                click.echo(f"fill   market={event['market']} fill_id={event['fill_id']} side={event['side']} "
-                           f"base={event['base_amount']} price={event['price']}")
-            elif kind == "hedge.done":
-                latencies.setdefault(event["market"], []).append(int(event["latency_ms"]))
-                click.echo(f"hedge  market={event['market']} fill_id={event['fill_id']} side={event['side']} "
-                           f"filled_base={event['filled_base']} avg_price={event['avg_price']} "
-                           f"latency_ms={event['latency_ms']} attempts={event['attempts']}")
-            elif kind == "hedge.failed":
-                click.echo(f"FAILED market={event['market']} fill_id={event['fill_id']} reason={event['reason']}")
-    finally:
-        pubsub.close()
-    return latencies
+def _print_event(event: dict, latencies: dict[str, list[int]]) -> None:
+    kind = event.get("event")
+    if kind == "fill":
+        click.echo(f"fill   market={event['market']} fill_id={event['fill_id']} side={event['side']} "
+                   f"base={event['base_amount']} price={event['price']}")
+    elif kind == "hedge.done":
+        latencies.setdefault(event["market"], []).append(int(event["latency_ms"]))
+        click.echo(f"hedge  market={event['market']} fill_id={event['fill_id']} side={event['side']} "
+                   f"filled_base={event['filled_base']} avg_price={event['avg_price']} "
+                   f"latency_ms={event['latency_ms']} attempts={event['attempts']}")
+    elif kind == "hedge.failed":
+        click.echo(f"FAILED market={event['market']} fill_id={event['fill_id']} reason={event['reason']}")
 
 
-def _wait_quiet(store: Store, markets: list[str], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all((store.state(m) or {}).get("state") == "PAUSED" and not store.inflight(m) for m in markets):
-            return
-        time.sleep(0.2)
-    click.echo("demo: the maker did not settle in time; the summary shows what the venue holds", err=True)
+def _quiet(store: Store, markets: list[str]) -> bool:
+    return all((store.state(m) or {}).get("state") == "PAUSED" and not store.inflight(m) for m in markets)
 
 
 def _summary(cfg: Config, store: Store, latencies: dict[str, list[int]]) -> bool:
@@ -119,11 +112,12 @@ def _summary(cfg: Config, store: Store, latencies: dict[str, list[int]]) -> bool
         net = pa + pb
         ok = ok and net == 0
         stats = store.stats(market)
-        lat = sorted(latencies.get(market) or [0])
+        lat = sorted(latencies.get(market) or [])
         click.echo(f"market={market} rounds={stats.get('rounds', 0)} fills={stats.get('fills', 0)} "
                    f"hedges={stats.get('hedges', 0)} net_exposure={_num(net)} a_position={_num(pa)} "
                    f"b_position={_num(pb)} failed={len(store.failed(market))} "
-                   f"p50_latency_ms={statistics.median(lat):.0f} max_latency_ms={lat[-1]}")
+                   f"p50_latency_ms={statistics.median(lat) if lat else 'na'} "
+                   f"max_latency_ms={lat[-1] if lat else 'na'}")
     return ok
 
 

@@ -63,6 +63,16 @@ def flower_password(run_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def clear_paper_state(store) -> None:
+    """Paper mode: the simulator starts empty, so the last run's registry, pauses, stream cutoff
+    and results describe an exchange that no longer exists. Only our own keys are removed."""
+    for pattern in ("lh:*", "celery-task-meta-*", "_kombu*", "unacked*"):
+        keys = list(store.r.scan_iter(match=pattern, count=500))
+        if keys:
+            store.r.delete(*keys)
+    store.r.delete("hedge.b")
+
+
 def start(env: dict[str, str]) -> None:
     Path(env["LH_RUN_DIR"]).mkdir(parents=True, exist_ok=True)
     Path(env["LH_LOG_DIR"]).mkdir(parents=True, exist_ok=True)

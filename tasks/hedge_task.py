@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_ready, worker_shutdown
 
 from tasks import runtime
 from tasks.celery_app import app
@@ -62,6 +62,25 @@ async def _run(fill: Any, attempt: int) -> dict:
     return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt)
 
 
-@worker_process_shutdown.connect
+@worker_ready.connect
+def _warm_up(**_: Any) -> None:
+    """Open B's client, learn every market and the nonce before the first fill arrives.
+
+    The solo pool runs tasks in this same process, so what is created here is reused.
+    """
+    async def warm() -> None:
+        client = await runtime.client()
+        for market in runtime.config().markets.values():
+            await client.market_spec(market.market_index)
+        await client.resync_nonce()
+    try:
+        runtime.run(warm)
+        log.info("event=worker.warm account=%d markets=%s", runtime.config().account_b.account_index,
+                 ",".join(runtime.config().markets))
+    except Exception as exc:  # the first task retries the same steps and reports properly
+        log.warning("event=worker.warm_failed error=%s", f"{type(exc).__name__}: {exc}")
+
+
+@worker_shutdown.connect
 def _close_client(**_: Any) -> None:
     runtime.shutdown()

@@ -84,7 +84,11 @@ class VenueClient:
     async def market_spec(self, market_index: int) -> MarketSpec:
         spec = self._specs.get(market_index)
         if spec is None:
-            details = await self.order_api.order_book_details(market_id=market_index)
+            try:
+                details = await self.order_api.order_book_details(market_id=market_index)
+            except lighter.ApiException as exc:
+                raise LookupError(f"venue has no perp market with market_id {market_index} "
+                                  f"(HTTP {exc.status}: {errors.body_message(exc)})") from None
             found = [d for d in (details.order_book_details or []) if int(d.market_id) == market_index]
             if not found:
                 raise LookupError(f"venue has no perp market with market_id {market_index}")

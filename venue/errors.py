@@ -75,6 +75,13 @@ def classify_sdk_error(err: str) -> SendOutcome:
     return SendOutcome(REJECTED, None, f"signer refused: {err}")
 
 
+def body_message(exc: Exception) -> str:
+    """The venue's `message` from an SDK ApiException body, else its reason."""
+    body = getattr(exc, "body", None) or ""
+    match = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', str(body))
+    return match.group(1) if match else str(getattr(exc, "reason", "") or body)[:200]
+
+
 def classify_http_status(status: int | None, body: str) -> SendOutcome:
     if status == 429:
         return SendOutcome(RETRYABLE, TOO_MANY_REQUESTS, f"HTTP 429 {body[:200]}")

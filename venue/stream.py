@@ -96,22 +96,26 @@ class AccountStream:
         snapshot = _trades_of(msg)
         missed = await self.backfill()
         if self.cutoff is None:
-            # Never hedged this account before: everything it has traded so far is history.
-            ids = [int(t["trade_id"]) for t in snapshot + missed if "trade_id" in t]
-            self.cutoff = max(ids, default=0)
-            self._seen.update(ids)
+            # Never hedged this account before: everything it traded up to the snapshot is history.
+            # A REST trade above the snapshot's newest happened after we subscribed (its update frame
+            # is already queued behind the snapshot): it is a new fill, not history. Only when the
+            # snapshot carries no trade at all is the REST answer the view of history.
+            snap_ids = [i for i in map(_trade_id, snapshot) if i is not None]
+            rest_ids = [i for i in map(_trade_id, missed) if i is not None]
+            self.cutoff = max(snap_ids) if snap_ids else max(rest_ids, default=0)
+            self._seen.update(i for i in snap_ids + rest_ids if i <= self.cutoff)
             log.info("event=stream.history account=%s cutoff_trade_id=%d", self.account_index, self.cutoff)
             if self.on_cutoff is not None:
                 await self.on_cutoff(self.cutoff)
+            await self._emit(sorted((t for t in missed if (_trade_id(t) or 0) > self.cutoff), key=_trade_id))
             return
         # A reconnect (or a restart with a known cutoff): snapshot and REST fill the gap.
-        await self._emit(sorted(snapshot + missed, key=lambda t: int(t.get("trade_id", 0))))
+        await self._emit(sorted(snapshot + missed, key=lambda t: _trade_id(t) or 0))
 
     async def _emit(self, trades: list[dict[str, Any]]) -> None:
         for trade in trades:
-            try:
-                trade_id = int(trade["trade_id"])
-            except (KeyError, TypeError, ValueError):
+            trade_id = _trade_id(trade)
+            if trade_id is None:
                 log.error("event=stream.bad_trade account=%s trade=%r", self.account_index, trade)
                 continue
             if trade_id in self._seen or (self.cutoff is not None and trade_id <= self.cutoff):
@@ -130,6 +134,17 @@ class AccountStream:
             self._seen.add(trade_id)
         if len(self._seen) > SEEN_MAX:
             self._seen = set(sorted(self._seen)[-SEEN_MAX // 2:])
+
+
+def _trade_id(trade: dict[str, Any]) -> int | None:
+    """The trade's id, or None when it has no usable one (missing, a float, Infinity, "abc")."""
+    value = trade.get("trade_id")
+    if isinstance(value, (bool, float)) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _parse(raw: Any) -> dict[str, Any] | None:
