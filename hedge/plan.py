@@ -76,8 +76,10 @@ def next_quote(position: Decimal, bid_prices: list[Decimal], ask_prices: list[De
     bid_prices are best-first (descending), ask_prices best-first (ascending). Returns None
     when the needed side of the book is empty (nothing sensible to quote against).
     A short position of A is never expected; it is closed like a long (buy it back).
+    A long below min_base_amount cannot be closed (the venue refuses the size): add to it
+    instead, and close the whole position next time.
     """
-    if position == 0:
+    if position == 0 or 0 < position < spec.min_base_amount:
         side, size, reduce_only = BUY, quantity, False
     elif position > 0:
         side, size, reduce_only = SELL, position, True

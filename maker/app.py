@@ -49,6 +49,8 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
                                backfill=lambda: client.trades(None, 100), markets=set(loops),
                                history_cutoff_trade_id=store.cutoff(cfg.account_a.account_index),
                                on_cutoff=on_cutoff)
+        for loop in loops.values():
+            loop.backfill_now = stream.backfill_now
         log.info("event=maker.start markets=%s account=%d mode=%s", ",".join(symbols),
                  cfg.account_a.account_index, cfg.mode)
         jobs = [asyncio.create_task(stream.run(), name="stream"),

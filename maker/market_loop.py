@@ -55,6 +55,7 @@ class MarketLoop:
         self._state = "STARTING"
         self.resting: RestingOrder | None = None
         self._seq = 0
+        self.backfill_now = None  # set by the app: async () -> None, the stream's REST backfill
 
     @property
     def state(self) -> str:
@@ -215,7 +216,10 @@ class MarketLoop:
         final = await self.client.wait_order_final(order.client_order_index, 5.0)
         if final is None or not final.is_final:
             self._pause(f"A's order {order.client_order_index} did not reach a final state after cancel")
-        # A fill that raced the cancel still arrives over the stream: wait until we have them all.
+        # A fill that raced the cancel still arrives over the stream: wait until we have them all,
+        # asking REST once if the stream has not delivered them.
+        if order.filled < final.filled_base and self.backfill_now is not None:
+            await self.backfill_now()
         deadline = time.monotonic() + FILLS_ARRIVE_TIMEOUT_S
         while order.filled < final.filled_base and time.monotonic() < deadline:
             order.changed.clear()

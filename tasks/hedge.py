@@ -23,6 +23,7 @@ log = logging.getLogger("tasks.hedge")
 
 MAX_LEGS = 10              # partial fills of one hedge before we stop and fail loudly
 CONFIRM_TIMEOUT_S = 10.0   # a market order settles after the venue's taker delay (~300 ms)
+IN_DOUBT_GRACE_S = 2.0     # after this long from sending, an order the venue does not know never arrived
 
 
 class TransientHedgeError(Exception):
@@ -130,7 +131,11 @@ async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: Market
 
 
 async def _resolve_in_doubt(client: VenueClient, spec: MarketSpec, leg: dict[str, Any], ctx: str) -> None:
-    order = await client.wait_order_final(leg["client_order_index"], CONFIRM_TIMEOUT_S)
+    coi = leg["client_order_index"]
+    grace_left_s = leg["sent_ms"] / 1000 + IN_DOUBT_GRACE_S - time.time()
+    order = await client.wait_order_final(coi, max(0.0, grace_left_s))
+    if order is not None and not order.is_final:
+        order = await client.wait_order_final(coi, CONFIRM_TIMEOUT_S)
     if order is None:
         leg["state"] = "VOID"  # the venue never saw it: safe to send a new leg
         leg["status"] = "not-found"

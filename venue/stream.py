@@ -30,7 +30,8 @@ class AccountStream:
                  markets: Iterable[int] | None = None, history_cutoff_trade_id: int | None = None,
                  on_cutoff: Callable[[int], Awaitable[None]] | None = None,
                  on_reconnect: Callable[[], Awaitable[None]] | None = None,
-                 backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0, seed: int | None = None):
+                 backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0, seed: int | None = None,
+                 backfill_interval_s: float | None = 5.0):
         self.ws_url = ws_url
         self.account_index = account_index
         self.on_fill = on_fill
@@ -44,6 +45,10 @@ class AccountStream:
         self.backoff_cap_s = backoff_cap_s
         self._rng = random.Random(seed)
         self._seen: set[int] = set()
+        # A venue can drop frames without dropping the connection: a periodic REST backfill
+        # bounds how long such a fill goes unseen.
+        self.backfill_interval_s = backfill_interval_s
+        self._emit_lock = asyncio.Lock()
         self.connects = 0
         self.connected = asyncio.Event()
 
@@ -64,7 +69,28 @@ class AccountStream:
             delay_s = self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(failures, 10)))
             await asyncio.sleep(delay_s)
 
+    async def backfill_now(self) -> None:
+        """Ask REST for A's recent trades now and emit any not seen (e.g. an order's fills are short)."""
+        if self.cutoff is None:
+            return  # history not established yet: the first snapshot does this
+        await self._emit(sorted(await self.backfill(), key=lambda t: _trade_id(t) or 0))
+
+    async def _periodic_backfill(self) -> None:
+        while True:
+            await asyncio.sleep(self.backfill_interval_s)
+            await self.backfill_now()
+
     async def _session(self) -> None:
+        periodic = None
+        if self.backfill_interval_s:
+            periodic = asyncio.create_task(self._periodic_backfill(), name="stream-backfill")
+        try:
+            await self._listen()
+        finally:
+            if periodic is not None:
+                periodic.cancel()
+
+    async def _listen(self) -> None:
         async with connect(self.ws_url, ping_interval=20, ping_timeout=20, open_timeout=10,
                            max_size=2**23) as ws:
             channel = f"account_all/{self.account_index}"
@@ -113,6 +139,10 @@ class AccountStream:
         await self._emit(sorted(snapshot + missed, key=lambda t: _trade_id(t) or 0))
 
     async def _emit(self, trades: list[dict[str, Any]]) -> None:
+        async with self._emit_lock:  # frames and backfills interleave; one trade, one delivery
+            await self._emit_locked(trades)
+
+    async def _emit_locked(self, trades: list[dict[str, Any]]) -> None:
         for trade in trades:
             trade_id = _trade_id(trade)
             if trade_id is None:

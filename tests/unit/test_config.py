@@ -1,0 +1,133 @@
+"""Config schema: the shipped config.yaml parses; every bad field is named in the error."""
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hedge.config import ConfigError, parse_config
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+
+
+def good() -> dict:
+    return {
+        "mode": "paper",
+        "lighter": {"base_url": "http://127.0.0.1:8787", "ws_url": "ws://127.0.0.1:8787/stream"},
+        "redis": {"url": "redis://127.0.0.1:6379/0"},
+        "keys_file": ".paper-keys.json",
+        "accounts": {"account_a": {"account_index": 281001, "api_key_index": 3},
+                     "account_b": {"account_index": 281002, "api_key_index": 4}},
+        "markets": {"ETH": {"quantity": "0.0500", "depth": 1}},
+        "strategy": {"max_slippage_bps": 50},
+    }
+
+
+def test_repo_config_yaml_parses():
+    cfg = parse_config(yaml.safe_load(REPO_CONFIG.read_text()))
+    assert cfg.mode == "paper"
+    assert cfg.account_a.account_index != cfg.account_b.account_index
+    assert cfg.account_a.private_key_env == "LH_ACCOUNT_A_PRIVATE_KEY"
+    assert cfg.markets["ETH"].market_index == 0 and cfg.markets["ETH"].quantity == Decimal("0.0500")
+    assert isinstance(cfg.strategy.max_slippage_bps, Decimal)
+    assert cfg.market("ETH") is cfg.markets["ETH"] and cfg.market_by_index(0) is cfg.markets["ETH"]
+
+
+def test_defaults():
+    cfg = parse_config(good())
+    assert cfg.account_b.private_key_env == "LH_ACCOUNT_B_PRIVATE_KEY"
+    assert cfg.result_backend_url == cfg.redis_url
+    assert cfg.markets["ETH"].post_only is True
+    assert cfg.strategy.max_retries == 5 and cfg.flower_port == 5555
+
+
+def _with(path: str, value, delete: bool = False) -> dict:
+    raw = copy.deepcopy(good())
+    *parents, last = path.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+    if delete:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("path, value, named", [
+    ("accounts.account_b", DELETE, "accounts.account_b"),
+    ("accounts.account_a.account_index", DELETE, "accounts.account_a.account_index"),
+    ("accounts.account_a.account_index", "281001", "accounts.account_a.account_index"),
+    ("accounts.account_a.api_key_index", 255, "accounts.account_a.api_key_index"),
+    ("accounts.account_b.account_index", 281001, "account_a and account_b"),
+    ("accounts.account_a.private_key", "0xdeadbeef", "accounts.account_a"),
+    ("accounts.account_b.api_key_private_key", "0xdeadbeef", "accounts.account_b"),
+    ("accounts.account_a.private_key_env", "lower-case", "accounts.account_a.private_key_env"),
+    ("markets.ETH.quantity", "-0.05", "markets.ETH.quantity"),
+    ("markets.ETH.quantity", "0", "markets.ETH.quantity"),
+    ("markets.ETH.quantity", 0.05, "markets.ETH.quantity"),
+    ("markets.ETH.quantity", "lots", "markets.ETH.quantity"),
+    ("markets.ETH.quantity", DELETE, "markets.ETH.quantity"),
+    ("markets.ETH.depth", 0, "markets.ETH.depth"),
+    ("markets.ETH.post_only", "yes", "markets.ETH.post_only"),
+    ("markets.DOGE", {"quantity": "10"}, "markets.DOGE.market_index"),
+    ("markets.DOGE", {"quantity": "10", "market_index": 0}, "share one market_index"),
+    ("markets", {}, "markets"),
+    ("lighter.base_url", "ftp://127.0.0.1:8787", "lighter.base_url"),
+    ("lighter.base_url", "127.0.0.1:8787", "lighter.base_url"),
+    ("lighter.ws_url", "http://127.0.0.1:8787/stream", "lighter.ws_url"),
+    ("lighter.chain_id", "304", "lighter.chain_id"),
+    ("redis.url", "http://127.0.0.1:6379", "redis.url"),
+    ("redis.result_backend_url", "mysql://x", "redis.result_backend_url"),
+    ("lighter", DELETE, "lighter"),
+    ("mode", "real", "mode"),
+    ("keys_file", 7, "keys_file"),
+    ("strategy.max_slippage_bps", 0, "strategy.max_slippage_bps"),
+    ("strategy.max_slippage_bps", -5, "strategy.max_slippage_bps"),
+    ("strategy.max_retries", -1, "strategy.max_retries"),
+    ("strategy.maker_order_timeout_s", 0, "strategy.maker_order_timeout_s"),
+    ("strategy.hedge_wait_timeout_s", "soon", "strategy.hedge_wait_timeout_s"),
+    ("flower.port", 70000, "flower.port"),
+    ("lighter.maker_order_time_out", 8, "lighter.maker_order_time_out"),
+    ("strategy.retry_times", 3, "strategy.retry_times"),
+    ("strategy.poll_interval", 1, "strategy.poll_interval"),
+])
+def test_bad_field_is_named(path, value, named):
+    raw = _with(path, None, delete=True) if value is DELETE else _with(path, value)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert named in str(err.value)
+
+
+def test_renamed_key_says_where_it_lives_now():
+    with pytest.raises(ConfigError, match="strategy.maker_order_timeout_s"):
+        parse_config(_with("lighter.maker_order_time_out", 8))
+
+
+def test_private_key_value_never_echoed():
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with("accounts.account_a.private_key", "0xSECRETSECRET"))
+    assert "SECRETSECRET" not in str(err.value)
+
+
+def test_live_mode_refuses_loopback_venue():
+    with pytest.raises(ConfigError, match="mode"):
+        parse_config(_with("mode", "live"))
+
+
+@pytest.mark.parametrize("raw", [None, [], "mode: paper"])
+def test_top_level_must_be_a_mapping(raw):
+    with pytest.raises(ConfigError, match="top level"):
+        parse_config(raw)
+
+
+def test_unknown_market_lookup_names_the_configured_ones():
+    cfg = parse_config(good())
+    with pytest.raises(ConfigError, match="ETH"):
+        cfg.market("SOL")
