@@ -41,6 +41,8 @@ class MarketConfig:
     quantity: Decimal
     depth: int
     post_only: bool
+    max_position_base: Decimal      # A's position never grows beyond this
+    max_unhedged_base: Decimal      # A+B beyond this (not yet hedged) pauses the market
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class StrategyConfig:
     retry_backoff_max_s: int
     max_slippage_bps: Decimal
     hedge_wait_timeout_s: float
+    max_hedges_per_minute: int
+    reconcile_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -220,11 +224,16 @@ def _markets(sec: Mapping[str, Any]) -> dict[str, MarketConfig]:
         post_only = m.get("post_only", True)
         if not isinstance(post_only, bool):
             raise ConfigError(f"{where}.post_only: expected true or false, got {post_only!r}")
+        quantity = _positive_decimal(m, f"{where}.quantity")
+        max_position = _positive_decimal(m, f"{where}.max_position_base", default=str(quantity * 2))
+        if max_position < quantity:
+            raise ConfigError(f"{where}.max_position_base: expected at least quantity ({quantity}), "
+                              f"got {max_position}")
         result[str(symbol)] = MarketConfig(
-            symbol=str(symbol), market_index=index,
-            quantity=_positive_decimal(m, f"{where}.quantity"),
+            symbol=str(symbol), market_index=index, quantity=quantity,
             depth=_int(m, f"{where}.depth", default=1, minimum=1, maximum=50),
-            post_only=post_only)
+            post_only=post_only, max_position_base=max_position,
+            max_unhedged_base=_positive_decimal(m, f"{where}.max_unhedged_base", default=str(max_position)))
     indexes = [m.market_index for m in result.values()]
     if len(set(indexes)) != len(indexes):
         raise ConfigError("markets: two markets share one market_index")
@@ -238,6 +247,8 @@ def _strategy(sec: Mapping[str, Any]) -> StrategyConfig:
         retry_backoff_max_s=_int(sec, "strategy.retry_backoff_max_s", default=10, minimum=1),
         max_slippage_bps=_positive_decimal(sec, "strategy.max_slippage_bps", default="50"),
         hedge_wait_timeout_s=_seconds(sec, "strategy.hedge_wait_timeout_s", 120),
+        max_hedges_per_minute=_int(sec, "strategy.max_hedges_per_minute", default=600, minimum=1),
+        reconcile_interval_s=_seconds(sec, "strategy.reconcile_interval_s", 30),
     )
 
 

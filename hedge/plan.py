@@ -1,7 +1,6 @@
 """Hedge decisions: which side B takes, how much, at what worst price, under which client index."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -12,14 +11,15 @@ MAX_CLIENT_ORDER_INDEX = 2**48 - 1
 BPS = Decimal(10_000)
 
 
-def hedge_client_order_index(market_index: int, fill_id: str, leg: int) -> int:
-    """Deterministic B client_order_index for leg `leg` of the hedge of `fill_id`.
+def leg_client_order_index(market_index: int, leg_no: int) -> int:
+    """B's client_order_index for hedge leg `leg_no` (the market's ledger sequence number).
 
-    A retry or a redelivered task derives the same index, so it can ask the venue whether
-    that leg already executed instead of sending blind.
+    Deterministic, so a leg left in doubt is found at the venue by its index; each market has its
+    own range of 2**40 legs, so a lookup never finds another market's order.
     """
-    digest = hashlib.blake2b(f"hedge:{market_index}:{fill_id}:{leg}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % MAX_CLIENT_ORDER_INDEX + 1
+    if not 0 <= market_index < 2**8 or not 1 <= leg_no < 2**40:
+        raise ValueError(f"leg {leg_no} of market {market_index} is outside the client order index space")
+    return market_index * 2**40 + leg_no
 
 
 def worst_price_int(fill_price: Decimal, b_is_ask: bool, max_slippage_bps: Decimal, spec: MarketSpec) -> int:

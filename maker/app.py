@@ -45,10 +45,14 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
         async def on_cutoff(trade_id: int) -> None:
             store.set_cutoff(cfg.account_a.account_index, trade_id)
 
+        async def on_reconnect() -> None:
+            for loop in loops.values():
+                loop.request_reconcile()
+
         stream = AccountStream(cfg.ws_url, cfg.account_a.account_index, on_fill,
                                backfill=lambda: client.trades(None, 100), markets=set(loops),
                                history_cutoff_trade_id=store.cutoff(cfg.account_a.account_index),
-                               on_cutoff=on_cutoff)
+                               on_cutoff=on_cutoff, on_reconnect=on_reconnect)
         for loop in loops.values():
             loop.backfill_now = stream.backfill_now
         log.info("event=maker.start markets=%s account=%d mode=%s", ",".join(symbols),

@@ -33,11 +33,11 @@ class HedgeDispatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedge-results")
         self._hedger_seen_at = float("-inf")
 
-    def submit(self, market: str, fill: Fill) -> str | None:
-        """Record the fill durably and enqueue its hedge once; None for a replayed fill."""
+    def submit(self, market: str, fill: Fill, signed_units: int) -> str | None:
+        """Count the fill in the ledger and enqueue its hedge, once; None for a replayed fill."""
         msg = fill.to_message()
         task_id = task_id_for(market, fill.fill_id)
-        if not self.store.record_fill(market, msg):
+        if not self.store.record_fill(market, msg, signed_units):
             log.info("event=fill.duplicate fill_id=%s market=%s task_id=%s", fill.fill_id, market, task_id)
             return None
         self.store.mark_inflight(market, task_id)
@@ -48,19 +48,20 @@ class HedgeDispatcher:
         self.store.publish_event({"event": "fill", "market": market, **msg})
         return task_id
 
-    def requeue_unsent(self, market: str) -> None:
-        """A fill recorded but whose hedge has no result and is not in flight (crash between the
-        two writes) is enqueued again under the same task id; the task itself is idempotent."""
-        inflight = self.store.inflight(market)
-        for fill_id, msg in self.store.fills(market).items():
-            task_id = task_id_for(market, fill_id)
-            if task_id in inflight or self.store.get_hedge(market, fill_id):
-                continue
-            if AsyncResult(task_id, app=app).state != "PENDING":
-                continue
-            log.warning("event=fill.requeued_at_start fill_id=%s market=%s task_id=%s", fill_id, market, task_id)
-            self.store.mark_inflight(market, task_id)
-            hedge_fill.apply_async(args=[msg], task_id=task_id)
+    def hedge_leftover(self, market: str) -> str | None:
+        """A fill counted but whose hedge was never enqueued (a crash between the two) is hedged by
+        running the task again for the market's latest fill: it hedges whatever is unhedged."""
+        if self.store.inflight(market):
+            return None
+        fills = self.store.fills(market)
+        if not fills:
+            return None
+        latest = max(fills.values(), key=lambda f: (f.get("ts_seen_ms", 0), str(f["fill_id"])))
+        task_id = f"{task_id_for(market, latest['fill_id'])}-again-{int(time.time() * 1000)}"
+        log.warning("event=fill.rehedge fill_id=%s market=%s task_id=%s", latest["fill_id"], market, task_id)
+        self.store.mark_inflight(market, task_id)
+        hedge_fill.apply_async(args=[latest], task_id=task_id)
+        return task_id
 
     async def wait(self, task_id: str, timeout_s: float) -> HedgeOutcome:
         loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from hedge.config import Config, MarketConfig
-from hedge.fill import SELL, Fill
+from hedge.fill import BUY, SELL, Fill, signed
 from hedge.money import MarketSpec
 from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote
 from maker.hedges import HedgeDispatcher
@@ -56,6 +56,8 @@ class MarketLoop:
         self.resting: RestingOrder | None = None
         self._seq = 0
         self.backfill_now = None  # set by the app: async () -> None, the stream's REST backfill
+        self._reconcile_due = False
+        self._reconciled_at = time.monotonic()
 
     @property
     def state(self) -> str:
@@ -75,9 +77,13 @@ class MarketLoop:
     # ---- fills from the stream -------------------------------------------------------------
 
     def on_fill(self, fill: Fill) -> None:
-        task_id = self.dispatcher.submit(self.symbol, fill)
+        units = self.spec.base_to_int(signed(fill.side, fill.base_amount))
+        task_id = self.dispatcher.submit(self.symbol, fill, units)
+        if task_id is None:
+            return
+        self._check_unhedged()
         order = self.resting
-        if task_id is None or order is None:
+        if order is None:
             return
         if fill.client_order_index == order.client_order_index or fill.order_index == order.order_index:
             order.filled += fill.base_amount
@@ -97,26 +103,76 @@ class MarketLoop:
                 continue
 
     async def _startup(self) -> None:
-        self.dispatcher.requeue_unsent(self.symbol)
         for order in await self.client.active_orders(self.market.market_index):
             log.warning("event=maker.cancel_leftover market=%s order_index=%s", self.symbol, order.order_index)
             await self.client.cancel(self.market.market_index, order.order_index)
         try:
             await self._wait_hedges()
-            await self._reconcile()
+            if self.spec.is_orderable(self.spec.base_from_int(self.store.ledger(self.symbol).unhedged)):
+                self.dispatcher.hedge_leftover(self.symbol)
+                await self._wait_hedges()
+            await self._reconcile(at_start=True)
         except Paused:
             pass
 
-    async def _reconcile(self) -> None:
-        """Net exposure A+B must equal the dust we carry; anything else is unexplained: pause."""
+    def request_reconcile(self) -> None:
+        """After a stream reconnect: compare with the venue before the next order."""
+        self._reconcile_due = True
+
+    async def _reconcile(self, at_start: bool) -> None:
+        """The venue's A+B must equal what the ledger says is unhedged.
+
+        At start, a gap the ledger cannot know (Redis lost its data, a hedge lost with the broker)
+        is measured directly from the venue, so it is hedged through the same task when within
+        max_unhedged_base. Later, a gap is first looked for in A's trades (a fill the stream
+        missed); what remains is unexplained and pauses the market.
+        """
+        self._reconcile_due = False
+        self._reconciled_at = time.monotonic()
+        gap, detail = await self._measure_gap()
+        if gap != 0 and not at_start and self.backfill_now is not None:
+            await self.backfill_now()
+            await self._wait_hedges()
+            gap, detail = await self._measure_gap()
+        log.info("event=maker.reconcile market=%s at_start=%s gap=%s %s", self.symbol, at_start, gap, detail)
+        if gap == 0:
+            self._check_unhedged()
+            return
+        if not at_start:
+            self._pause(f"unexplained exposure gap {gap} ({detail})")
+        if abs(gap) > self.market.max_unhedged_base:
+            self._pause(f"exposure gap {gap} at start exceeds max_unhedged_base "
+                        f"{self.market.max_unhedged_base} ({detail})")
+        bids, asks = await self.client.book_prices(self.market.market_index, limit=1)
+        price = (bids or asks or [None])[0]
+        if price is None:
+            self._pause(f"exposure gap {gap} at start and no price to hedge it at ({detail})")
+        now = int(time.time() * 1000)
+        gap_fill = Fill(fill_id=f"recon-{now}", market_index=self.market.market_index,
+                        side=BUY if gap > 0 else SELL, base_amount=abs(gap), price=price, order_index=0,
+                        client_order_index=0, ts_exchange_ms=now, ts_seen_ms=now)
+        log.warning("event=maker.hedge_gap fill_id=%s market=%s gap=%s %s", gap_fill.fill_id, self.symbol, gap, detail)
+        self.dispatcher.submit(self.symbol, gap_fill, self.spec.base_to_int(gap))
+        await self._wait_hedges()
+
+    async def _measure_gap(self) -> tuple[Decimal, str]:
+        """(A + B at the venue) - (what the ledger says is unhedged). Only called with no hedge in
+        flight, so no B leg can be half-counted."""
         a = await self.client.position(self.market.market_index)
         b = await self.b_position()
-        dust = self.spec.base_from_int(self.store.dust(self.symbol))
-        net = a + b
-        log.info("event=maker.reconcile market=%s a_position=%s b_position=%s net=%s dust=%s",
-                 self.symbol, a, b, net, dust)
-        if net != dust:
-            self._pause(f"unexplained net exposure {net} at start (A {a}, B {b}, carried dust {dust})")
+        ledger = self.store.ledger(self.symbol)
+        if ledger.pending:
+            raise RuntimeError(f"reconcile with {len(ledger.pending)} hedge leg(s) still pending")
+        unhedged = self.spec.base_from_int(ledger.unhedged)
+        return a + b - unhedged, f"A {a}, B {b}, ledger unhedged {unhedged}"
+
+    def _check_unhedged(self) -> None:
+        unhedged = abs(self.spec.base_from_int(self.store.ledger(self.symbol).unhedged))
+        if unhedged > self.market.max_unhedged_base:
+            reason = f"unhedged {unhedged} exceeds max_unhedged_base {self.market.max_unhedged_base}"
+            if not self.store.paused(self.symbol):
+                self.store.pause(self.symbol, reason, by="maker")
+                log.error("event=maker.pause market=%s reason=%r", self.symbol, reason)
 
     async def _wait_unpaused(self) -> None:
         while True:
@@ -153,12 +209,17 @@ class MarketLoop:
 
     async def _round(self) -> None:
         await self._wait_for_hedger()
+        if self._reconcile_due or time.monotonic() - self._reconciled_at > self.cfg.strategy.reconcile_interval_s:
+            await self._reconcile(at_start=False)
         mi = self.market.market_index
         position = await self.client.position(mi)
         bids, asks = await self.client.book_prices(mi, limit=max(50, self.market.depth * 5))
         quote = next_quote(position, bids, asks, self.market.depth, self.market.quantity, self.spec)
         if quote is None or not self.spec.is_orderable(quote.base_amount):
             self._pause(f"nothing sensible to quote: position {position}, book {len(bids)} bids / {len(asks)} asks")
+        if not quote.reduce_only and position + quote.base_amount > self.market.max_position_base:
+            self._pause(f"opening {quote.base_amount} on a position of {position} would exceed "
+                        f"max_position_base {self.market.max_position_base}")
         closing = quote.reduce_only
         self.state = "QUOTING_CLOSE" if closing else "QUOTING_OPEN"
         order = RestingOrder(client_order_index=self._next_client_order_index(), quote=quote)

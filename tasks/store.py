@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -27,76 +28,83 @@ def task_id_for(market_symbol: str, fill_id: str) -> str:
 class Store:
     def __init__(self, client: redis.Redis):
         self.r = client
+        self._record_fill = client.register_script(_RECORD_FILL)
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
                                         socket_connect_timeout=5, health_check_interval=30))
 
-    # ---- fills seen by the maker (durable dedupe) --------------------------------------------
+    # ---- the ledger: A's fills and B's hedge legs, per market ------------------------------------
+    #
+    # unhedged = a_filled - hedged - (legs in flight). a_filled counts each fill id once, hedged
+    # counts each settled leg once (both in A's direction, venue integer units), so replaying a
+    # fill or re-running a task cannot change what gets hedged.
 
-    def record_fill(self, market: str, fill_msg: dict[str, Any]) -> bool:
-        """True the first time this fill id is recorded for the market; False for a replay."""
-        return bool(self.r.hsetnx(f"lh:fills:{market}", fill_msg["fill_id"], json.dumps(fill_msg)))
+    def record_fill(self, market: str, fill_msg: dict[str, Any], signed_units: int) -> bool:
+        """Count a fill of A once: True the first time its id is seen on this market."""
+        return bool(self._record_fill(keys=[f"lh:fills:{market}", f"lh:a_filled:{market}"],
+                                      args=[fill_msg["fill_id"], json.dumps(fill_msg), signed_units]))
 
     def fills(self, market: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(f"lh:fills:{market}").items()}
 
-    # ---- hedge registry (worker) --------------------------------------------------------------
+    def ledger(self, market: str) -> "Ledger":
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(f"lh:a_filled:{market}")
+            pipe.get(f"lh:hedged:{market}")
+            pipe.smembers(f"lh:pending:{market}")
+            a_filled, hedged, pending = pipe.execute()
+        legs = []
+        if pending:
+            legs = [json.loads(v) for v in self.r.hmget(f"lh:legs:{market}", sorted(pending, key=int)) if v]
+        return Ledger(int(a_filled or 0), int(hedged or 0), legs)
 
-    def hedge_key(self, market: str, fill_id: str) -> str:
-        return f"lh:hedge:{market}:{fill_id}"
+    def open_leg(self, market: str, leg: dict[str, Any], client_order_index_for) -> dict[str, Any]:
+        """Write-ahead: the leg's intent is durable (and counted in flight) before the wire call.
 
-    def dust_key(self, market: str) -> str:
-        return f"lh:dust:{market}"
-
-    def get_hedge(self, market: str, fill_id: str) -> dict[str, Any] | None:
-        raw = self.r.get(self.hedge_key(market, fill_id))
-        return json.loads(raw) if raw else None
-
-    def put_hedge(self, market: str, record: dict[str, Any]) -> None:
-        self.r.set(self.hedge_key(market, record["fill_id"]), json.dumps(record))
-
-    def open_hedge(self, market: str, fill_id: str, fill_signed_int: int, split) -> dict[str, Any]:
-        """Create the fill's hedge record and take the carried dust, atomically and once.
-
-        `split(total_signed_int) -> (order_signed_int, dust_signed_int)`. A retry or a
-        redelivery finds the record and gets it back unchanged, so dust is never taken twice.
+        `client_order_index_for(leg_no)` derives the venue index from the ledger's sequence.
         """
-        key, dust_key = self.hedge_key(market, fill_id), self.dust_key(market)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key, dust_key)
-                    existing = pipe.get(key)
-                    if existing:
-                        pipe.unwatch()
-                        return json.loads(existing)
-                    dust = int(pipe.get(dust_key) or 0)
-                    target, new_dust = split(fill_signed_int + dust)
-                    record = {"fill_id": fill_id, "fill_signed": fill_signed_int, "dust_in": dust,
-                              "target_signed": target, "legs": [], "state": "OPEN",
-                              "opened_ms": now_ms()}
-                    pipe.multi()
-                    pipe.set(key, json.dumps(record))
-                    pipe.set(dust_key, new_dust)
-                    pipe.execute()
-                    return record
-                except redis.WatchError:
-                    continue
-
-    def close_hedge(self, market: str, record: dict[str, Any], leftover_signed_int: int) -> None:
-        """Mark done and carry what could not be ordered (below min size) as dust, atomically."""
-        record["state"] = "DONE"
-        record["dust_out"] = leftover_signed_int
+        leg_no = int(self.r.incr(f"lh:leg_seq:{market}"))
+        leg = dict(leg, leg=leg_no, client_order_index=client_order_index_for(leg_no), state="PENDING")
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.set(self.hedge_key(market, record["fill_id"]), json.dumps(record))
-            if leftover_signed_int:
-                pipe.incrby(self.dust_key(market), leftover_signed_int)
+            pipe.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
+            pipe.sadd(f"lh:pending:{market}", leg["leg"])
+            pipe.execute()
+        return leg
+
+    def update_leg(self, market: str, leg: dict[str, Any]) -> None:
+        self.r.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
+
+    def settle_leg(self, market: str, leg: dict[str, Any], hedged_units: int) -> None:
+        """The venue's final word on a leg: count what it executed, once, atomically."""
+        leg = dict(leg, state="DONE", hedged_units=hedged_units)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
+            pipe.srem(f"lh:pending:{market}", leg["leg"])
+            if hedged_units:
+                pipe.incrby(f"lh:hedged:{market}", hedged_units)
             pipe.execute()
 
-    def dust(self, market: str) -> int:
-        return int(self.r.get(self.dust_key(market)) or 0)
+    def void_leg(self, market: str, leg: dict[str, Any]) -> None:
+        """The venue never took this leg (definite reject, or not found after the grace period)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(f"lh:legs:{market}", leg["leg"], json.dumps(dict(leg, state="VOID")))
+            pipe.srem(f"lh:pending:{market}", leg["leg"])
+            pipe.execute()
+
+    def legs(self, market: str) -> list[dict[str, Any]]:
+        return sorted((json.loads(v) for v in self.r.hvals(f"lh:legs:{market}")), key=lambda leg: leg["leg"])
+
+    def note_hedge_sent(self, market: str, window_s: int = 60) -> int:
+        """Record a hedge order now; how many were sent in the last window (risk limit)."""
+        key, now = f"lh:hedge_times:{market}", now_ms()
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {f"{now}:{time.perf_counter_ns()}": now})
+            pipe.zremrangebyscore(key, 0, now - window_s * 1000)
+            pipe.zcard(key)
+            pipe.expire(key, window_s * 2)
+            return int(pipe.execute()[2])
 
     # ---- in-flight and failed hedges ----------------------------------------------------------
 
@@ -166,6 +174,32 @@ class Store:
 
     def publish_event(self, event: dict[str, Any]) -> None:
         self.r.publish(EVENTS_CHANNEL, json.dumps(event, default=_json_default))
+
+
+@dataclass(frozen=True)
+class Ledger:
+    a_filled: int      # sum of A's fills, signed (buy +), venue units
+    hedged: int        # what B's settled legs took off, in A's direction
+    pending: list[dict[str, Any]]  # legs sent or about to be sent, outcome not yet known
+
+    @property
+    def in_flight(self) -> int:
+        """What pending legs would take off, in A's direction (a B sell covers an A buy)."""
+        return sum(leg["base_int"] if leg["is_ask"] else -leg["base_int"] for leg in self.pending)
+
+    @property
+    def unhedged(self) -> int:
+        """A's exposure not yet covered by a settled leg (legs in flight not subtracted)."""
+        return self.a_filled - self.hedged
+
+
+_RECORD_FILL = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCRBY', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 def _json_default(value: Any) -> Any:

@@ -141,3 +141,19 @@ class Cluster:
 
     def maker_state(self, market: str = "ETH") -> str | None:
         return (self.store.state(market) or {}).get("state")
+
+    # ---- Flower (added for tests/integration/test_flower.py) ------------------------------------
+
+    def start_flower(self, port: int, basic_auth: str) -> subprocess.Popen:
+        """Flower as supervisord.conf runs it: `celery -A tasks flower` on loopback, basic auth from
+        FLOWER_BASIC_AUTH in the environment, this cluster's config in LH_CONFIG. Killed by close()."""
+        log = open(self.workdir / "flower.log", "ab")
+        env = dict(self.env(), FLOWER_BASIC_AUTH=basic_auth)
+        env.pop("FLOWER_UNAUTHENTICATED_API", None)
+        proc = subprocess.Popen([str(BIN / "celery"), "-A", "tasks", "flower", "--address=127.0.0.1",
+                                 f"--port={port}", "--persistent=False"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parents[2]))
+        log.close()
+        self.procs["flower"] = proc
+        return proc

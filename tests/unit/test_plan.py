@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hedge.fill import BUY, SELL
 from hedge.money import MarketSpec
-from hedge.plan import (MAX_CLIENT_ORDER_INDEX, HedgeSplit, Quote, hedge_client_order_index, next_quote,
+from hedge.plan import (MAX_CLIENT_ORDER_INDEX, HedgeSplit, Quote, leg_client_order_index, next_quote,
                         split_hedge, worst_price_int)
 
 ETH = MarketSpec(market_index=0, symbol="ETH", size_decimals=4, price_decimals=2,
@@ -33,20 +33,26 @@ def specs():
 # ---- client order index ----------------------------------------------------------------------
 
 def test_client_order_index_is_deterministic_and_in_range():
-    first = hedge_client_order_index(0, "912297287", 0)
-    assert first == hedge_client_order_index(0, "912297287", 0)
+    first = leg_client_order_index(0, 1)
+    assert first == leg_client_order_index(0, 1)
     assert 1 <= first <= MAX_CLIENT_ORDER_INDEX == 2**48 - 1
 
 
-@given(st.integers(0, 254), st.text(min_size=1, max_size=30), st.integers(0, 100))
-def test_client_order_index_always_in_range(market, fill_id, leg):
-    assert 1 <= hedge_client_order_index(market, fill_id, leg) <= 2**48 - 1
+@given(st.integers(0, 254), st.integers(1, 2**40 - 1))
+def test_client_order_index_always_in_range(market, leg):
+    assert 1 <= leg_client_order_index(market, leg) <= 2**48 - 1
 
 
-def test_client_order_index_distinct_per_leg_fill_and_market():
-    indexes = {hedge_client_order_index(m, str(f), leg)
-               for m in range(3) for f in range(1000, 1200) for leg in range(5)}
-    assert len(indexes) == 3 * 200 * 5
+def test_client_order_index_distinct_per_leg_and_market():
+    indexes = {leg_client_order_index(m, leg) for m in range(3) for leg in range(1, 2001)}
+    assert len(indexes) == 3 * 2000
+
+
+def test_client_order_index_refuses_leg_zero_and_overflow():
+    with pytest.raises(ValueError):
+        leg_client_order_index(0, 0)
+    with pytest.raises(ValueError):
+        leg_client_order_index(0, 2**40)
 
 
 # ---- worst price ----------------------------------------------------------------------------
