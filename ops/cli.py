@@ -241,6 +241,28 @@ def requeue_command(config_path: str | None, task_id: str | None, all_failed: bo
         click.echo(f"requeued {tid}")
 
 
+@main.command("flatten")
+@config_option
+@click.option("--market", default=None, help="default: every market")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def flatten_command(config_path: str | None, market: str | None, yes: bool) -> None:
+    """Pause, cancel A's orders and close A's and B's positions with reduce-only market orders."""
+    from ops.flatten import flatten
+    cfg = _load(config_path)
+    store = _store(cfg)
+    symbols = _markets(cfg, market)
+    if not yes:
+        click.confirm(f"Close every position of accounts {cfg.account_a.account_index} and "
+                      f"{cfg.account_b.account_index} on {', '.join(symbols)} ({cfg.mode} mode) with market "
+                      f"orders, and pause?", abort=True)
+    try:
+        ok = asyncio.run(flatten(cfg, store, symbols, click.echo))
+    except RuntimeError as exc:
+        click.echo(f"flatten error: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(0 if ok else 1)
+
+
 @main.command("demo")
 @config_option
 @click.option("--rounds", type=int, default=2, help="open+close rounds per market before stopping")

@@ -240,3 +240,8 @@ async def public_positions(base_url: str, account_indexes: list[int]) -> dict[in
         return {index: await read_positions(api, index) for index in account_indexes}
     finally:
         await api_client.close()
+
+
+def fill_trades_of_order(trades: list[dict[str, Any]], order_index: int) -> list[dict[str, Any]]:
+    """The trades in which `order_index` took part (either side)."""
+    return [t for t in trades if order_index in (int(t.get("ask_id") or 0), int(t.get("bid_id") or 0))]

@@ -1,0 +1,49 @@
+"""Malformed task messages reach the real worker: each fails at once, nothing trades, the worker lives."""
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from tests.integration.cluster import B
+
+pytestmark = pytest.mark.integration
+
+GOOD = {"fill_id": "good-1", "market_index": 0, "side": "buy", "base_amount": "0.0100", "price": "3000.00",
+        "order_index": 1, "client_order_index": 1, "ts_exchange_ms": 0, "ts_seen_ms": 0}
+BAD = [
+    "not a dict",
+    {},
+    {**GOOD, "base_amount": 0.01},            # a float: money is never float
+    {**GOOD, "base_amount": "-0.0100"},
+    {**GOOD, "side": "long"},
+    {**GOOD, "market_index": 77},             # not a configured market
+    {**GOOD, "price": "NaN"},
+    {k: v for k, v in GOOD.items() if k != "fill_id"},
+]
+
+
+def test_malformed_hedge_messages_fail_once_and_never_trade(make_cluster):
+    from celery.result import AsyncResult
+
+    from tasks import hedge_fill, app
+
+    c = make_cluster()
+    c.start_worker()
+    ids = [f"bad-{i}" for i in range(len(BAD))]
+    for task_id, payload in zip(ids, BAD):
+        hedge_fill.apply_async(args=[payload], task_id=task_id)
+    for task_id in ids:
+        result = AsyncResult(task_id, app=app)
+        result.get(timeout=30, propagate=False)
+        assert result.state == "FAILURE", (task_id, result.state)
+        assert type(result.result).__name__ == "PermanentHedgeError"
+        assert "refused fill message" in str(result.result)
+        assert result.retries in (0, None)  # failed at once, no retry
+
+    assert c.orders_log(B) == []
+    # The worker is still there and hedges a good fill right after.
+    good = hedge_fill.apply_async(args=[{**GOOD, "ts_seen_ms": int(time.time() * 1000)}], task_id="good-1")
+    assert good.get(timeout=30)["filled_base"] == "0.0100"
+    assert c.position(B) == Decimal("-0.0100")
