@@ -24,6 +24,7 @@ class HedgeOutcome:
     task_id: str
     ok: bool
     reason: str = ""
+    timed_out: bool = False
 
 
 class HedgeDispatcher:
@@ -73,7 +74,8 @@ class HedgeDispatcher:
         try:
             result.get(timeout=timeout_s, propagate=False, disable_sync_subtasks=False)
         except celery.exceptions.TimeoutError:
-            return HedgeOutcome(task_id, False, f"no result after {timeout_s:.0f}s (state {result.state})")
+            return HedgeOutcome(task_id, False, f"no result after {timeout_s:.0f}s (state {result.state})",
+                                timed_out=True)
         if result.successful():
             return HedgeOutcome(task_id, True)
         return HedgeOutcome(task_id, False, f"{result.state}: {result.result!r}")

@@ -23,7 +23,8 @@ from venue.client import OrderView, VenueClient
 log = logging.getLogger("maker.loop")
 
 ORDER_CHECK_INTERVAL_S = 2.0   # while resting, re-read the order now and then (a cancel by the venue sends no trade)
-FILLS_ARRIVE_TIMEOUT_S = 10.0  # an order's fills reach us over the stream after its final state
+FILLS_ARRIVE_TIMEOUT_S = 10.0
+COVERAGE_CHECK_S = 2.0         # while waiting on a hedge result, look at the ledger this often  # an order's fills reach us over the stream after its final state
 
 
 class Paused(Exception):
@@ -295,19 +296,37 @@ class MarketLoop:
                         f"reported {order.filled}")
 
     async def _wait_hedges(self) -> None:
+        """Until every hedge of this market has a result, or the ledger shows everything covered.
+
+        A task whose worker died is redelivered only after the broker's visibility timeout; the
+        restarted worker hedges the market at once, and then that task has nothing left to do.
+        """
         deadline = time.monotonic() + self.cfg.strategy.hedge_wait_timeout_s
         while True:
             inflight = sorted(self.store.inflight(self.symbol))
             if not inflight:
                 return
-            for task_id in inflight:
-                left_s = max(0.1, deadline - time.monotonic())
-                outcome = await self.dispatcher.wait(task_id, left_s)
-                if not outcome.ok:
-                    self._pause(f"hedge {task_id} failed: {outcome.reason}")
+            task_id = inflight[0]
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                self._pause(f"hedge {task_id} has no result after {self.cfg.strategy.hedge_wait_timeout_s:.0f}s")
+            outcome = await self.dispatcher.wait(task_id, min(left_s, COVERAGE_CHECK_S))
+            if outcome.ok:
                 log.info("event=maker.hedge_ok market=%s task_id=%s", self.symbol, task_id)
-                # The worker clears in-flight right after storing the result; don't race it.
-                self.store.clear_inflight(self.symbol, task_id)
+                self.store.clear_inflight(self.symbol, task_id)  # the worker does too; don't race it
+            elif outcome.timed_out:
+                if self._covered():
+                    log.warning("event=maker.hedges_covered market=%s waiting_on=%s", self.symbol, ",".join(inflight))
+                    for stale in inflight:
+                        self.store.clear_inflight(self.symbol, stale)
+                    return
+            else:
+                self._pause(f"hedge {task_id} failed: {outcome.reason}")
+
+    def _covered(self) -> bool:
+        """Nothing in doubt and nothing orderable left unhedged on this market."""
+        ledger = self.store.ledger(self.symbol)
+        return not ledger.pending and not self.spec.is_orderable(self.spec.base_from_int(ledger.unhedged))
 
     def _next_client_order_index(self) -> int:
         # Unique for centuries without shared state: milliseconds * 16 + a per-process counter.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task
@@ -68,10 +69,12 @@ def _warm_up(**_: Any) -> None:
 
     The solo pool runs tasks in this same process, so what is created here is reused.
     """
+    specs = {}
+
     async def warm() -> None:
         client = await runtime.client()
         for market in runtime.config().markets.values():
-            await client.market_spec(market.market_index)
+            specs[market.symbol] = await client.market_spec(market.market_index)
         await client.resync_nonce()
     try:
         runtime.run(warm)
@@ -79,6 +82,24 @@ def _warm_up(**_: Any) -> None:
                  ",".join(runtime.config().markets))
     except Exception as exc:  # the first task retries the same steps and reports properly
         log.warning("event=worker.warm_failed error=%s", f"{type(exc).__name__}: {exc}")
+    _recover(specs)
+
+
+def _recover(specs: dict) -> None:
+    """After a crash the unacked hedge comes back only after the broker's visibility timeout:
+    hedge now every market whose ledger has a leg in doubt or an orderable unhedged amount."""
+    store = runtime.store()
+    for market, spec in specs.items():
+        ledger = store.ledger(market)
+        fills = store.fills(market)
+        if not fills or not (ledger.pending or spec.is_orderable(spec.base_from_int(ledger.unhedged))):
+            continue
+        latest = max(fills.values(), key=lambda f: (f.get("ts_seen_ms", 0), str(f["fill_id"])))
+        task_id = f"hedge-{market}-recover-{int(time.time() * 1000)}"
+        log.warning("event=worker.recover fill_id=%s market=%s pending_legs=%d unhedged_units=%d task_id=%s",
+                    latest["fill_id"], market, len(ledger.pending), ledger.unhedged, task_id)
+        store.mark_inflight(market, task_id)
+        hedge_fill.apply_async(args=[latest], task_id=task_id)
 
 
 @worker_shutdown.connect
