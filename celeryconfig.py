@@ -31,7 +31,10 @@ result_accept_content = ["json"]
 # Keep name, args and queue with the result: a failed hedge can be re-queued with its fill.
 result_extended = True
 result_expires = 7 * 24 * 3600
-task_track_started = True
+# No STARTED write to the result backend: it is one more Redis round trip (with the extended
+# meta) between a hedge's arrival and its wire call. Flower still sees a task start through the
+# worker's task-started event; `lighter-hedge status` shows hedges in flight from Redis.
+task_track_started = False
 
 # Events for Flower.
 worker_send_task_events = True

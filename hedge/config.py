@@ -57,6 +57,15 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus endpoints (prometheus-client); port 0 = off."""
+
+    maker_port: int = 0
+    worker_port: int = 0
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     mode: str
     base_url: str
@@ -71,6 +80,7 @@ class Config:
     strategy: StrategyConfig
     flower_port: int
     sim: dict[str, Any] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def market(self, symbol: str) -> MarketConfig:
         try:
@@ -125,7 +135,7 @@ def parse_config(raw: Any) -> Config:
     return Config(mode=mode, base_url=base_url.rstrip("/"), ws_url=ws_url.rstrip("/"), chain_id=chain_id,
                   redis_url=redis_url, result_backend_url=result_backend_url, keys_file=keys_file,
                   account_a=a, account_b=b, markets=markets, strategy=strategy,
-                  flower_port=flower_port, sim=dict(sim))
+                  flower_port=flower_port, sim=dict(sim), metrics=_metrics(raw.get("metrics")))
 
 
 def _refuse_renamed(raw: Mapping[str, Any]) -> None:
@@ -250,6 +260,24 @@ def _strategy(sec: Mapping[str, Any]) -> StrategyConfig:
         max_hedges_per_minute=_int(sec, "strategy.max_hedges_per_minute", default=600, minimum=1),
         reconcile_interval_s=_seconds(sec, "strategy.reconcile_interval_s", 30),
     )
+
+
+def _metrics(sec: Any) -> MetricsConfig:
+    if sec is None:
+        return MetricsConfig()
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"metrics: expected a mapping with maker_port, worker_port, got {type(sec).__name__}")
+    unknown = sorted(set(sec) - {"maker_port", "worker_port", "host"})
+    if unknown:
+        raise ConfigError(f"metrics.{unknown[0]}: unknown key; expected maker_port, worker_port, host")
+    maker_port = _int(sec, "metrics.maker_port", default=0, minimum=0, maximum=65535)
+    worker_port = _int(sec, "metrics.worker_port", default=0, minimum=0, maximum=65535)
+    if maker_port and maker_port == worker_port:
+        raise ConfigError(f"metrics.worker_port: must differ from metrics.maker_port ({maker_port})")
+    host = sec.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", host):
+        raise ConfigError(f"metrics.host: expected an address to listen on like '127.0.0.1', got {host!r}")
+    return MetricsConfig(maker_port=maker_port, worker_port=worker_port, host=host)
 
 
 def _is_loopback(url: str) -> bool:

@@ -38,10 +38,13 @@ class Fill:
     client_order_index: int
     ts_exchange_ms: int
     ts_seen_ms: int
+    # When the frame carrying it arrived at the maker, in microseconds (0: unknown). Optional in
+    # messages so fills enqueued by older makers (and requeues of them) still parse.
+    ts_seen_us: int = 0
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe task payload: amounts as decimal strings, never floats, no secrets."""
-        return {
+        msg = {
             "fill_id": self.fill_id,
             "market_index": self.market_index,
             "side": self.side,
@@ -52,6 +55,9 @@ class Fill:
             "ts_exchange_ms": self.ts_exchange_ms,
             "ts_seen_ms": self.ts_seen_ms,
         }
+        if self.ts_seen_us:
+            msg["ts_seen_us"] = self.ts_seen_us
+        return msg
 
     @classmethod
     def from_message(cls, msg: Any) -> "Fill":
@@ -71,6 +77,7 @@ class Fill:
                 client_order_index=_int(msg["client_order_index"], "client_order_index"),
                 ts_exchange_ms=_int(msg["ts_exchange_ms"], "ts_exchange_ms"),
                 ts_seen_ms=_int(msg["ts_seen_ms"], "ts_seen_ms"),
+                ts_seen_us=_int(msg.get("ts_seen_us", 0), "ts_seen_us"),
             )
         except AmountError as exc:
             raise InvalidFill(str(exc)) from None
@@ -112,7 +119,8 @@ def _side(value: Any) -> str:
     return value
 
 
-def fill_from_trade(trade: Mapping[str, Any], account_index: int, ts_seen_ms: int) -> Fill | None:
+def fill_from_trade(trade: Mapping[str, Any], account_index: int, ts_seen_ms: int,
+                    ts_seen_us: int = 0) -> Fill | None:
     """Turn a venue Trade (REST or account_all frame) into A's Fill; None if A is not a party.
 
     A is the ask side iff ask_account_id == A. A trade where A is on both sides cannot
@@ -144,4 +152,5 @@ def fill_from_trade(trade: Mapping[str, Any], account_index: int, ts_seen_ms: in
         "client_order_index": trade.get(client_key) or 0,
         "ts_exchange_ms": trade.get("timestamp") or 0,
         "ts_seen_ms": ts_seen_ms,
+        "ts_seen_us": ts_seen_us,
     })

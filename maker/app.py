@@ -12,6 +12,7 @@ from hedge.config import Config
 from hedge.fill import Fill
 from maker.hedges import HedgeDispatcher
 from maker.market_loop import MarketLoop
+from tasks import metrics
 from tasks.store import CONTROL_CHANNEL, Store
 from venue.client import VenueClient
 from venue.keys import private_key
@@ -42,6 +43,17 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
         async def on_fill(fill: Fill) -> None:
             loops[fill.market_index].on_fill(fill)
 
+        async def on_fills(fills: list[Fill]) -> None:
+            by_market: dict[int, list[Fill]] = {}
+            for fill in fills:
+                by_market.setdefault(fill.market_index, []).append(fill)
+            for market_index, group in by_market.items():
+                loops[market_index].on_fills(group)
+
+        def on_connect(connects: int) -> None:
+            if connects > 1:
+                metrics.STREAM_RECONNECTS.labels(str(cfg.account_a.account_index)).inc()
+
         async def on_cutoff(trade_id: int) -> None:
             store.set_cutoff(cfg.account_a.account_index, trade_id)
 
@@ -52,9 +64,11 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
         stream = AccountStream(cfg.ws_url, cfg.account_a.account_index, on_fill,
                                backfill=lambda: client.trades(None, 100), markets=set(loops),
                                history_cutoff_trade_id=store.cutoff(cfg.account_a.account_index),
-                               on_cutoff=on_cutoff, on_reconnect=on_reconnect)
+                               on_cutoff=on_cutoff, on_reconnect=on_reconnect, on_fills=on_fills,
+                               on_connect=on_connect)
         for loop in loops.values():
             loop.backfill_now = stream.backfill_now
+        metrics.serve(cfg.metrics.maker_port, cfg.metrics.host, "maker")
         log.info("event=maker.start markets=%s account=%d mode=%s", ",".join(symbols),
                  cfg.account_a.account_index, cfg.mode)
         jobs = [asyncio.create_task(stream.run(), name="stream"),

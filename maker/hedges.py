@@ -11,8 +11,8 @@ import celery.exceptions
 from celery.result import AsyncResult
 
 from hedge.fill import Fill
-from tasks import app, hedge_fill
-from tasks.store import Store, task_id_for
+from tasks import app, hedge_fill, metrics
+from tasks.store import Ledger, Store, task_id_for
 
 log = logging.getLogger("maker.hedges")
 HEDGE_QUEUE = "hedge.b"
@@ -33,21 +33,43 @@ class HedgeDispatcher:
         # The result backend's consumer is not thread-safe: one thread does all the waiting.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedge-results")
         self._hedger_seen_at = float("-inf")
+        self.fill_of: dict[str, str] = {}  # task id -> fill id, for the maker's log lines
+        self.last_ledger: Ledger | None = None  # read right after the last batch was enqueued
 
     def submit(self, market: str, fill: Fill, signed_units: int) -> str | None:
         """Count the fill in the ledger and enqueue its hedge, once; None for a replayed fill."""
-        msg = fill.to_message()
-        task_id = task_id_for(market, fill.fill_id)
-        if not self.store.record_fill(market, msg, signed_units):
-            log.info("event=fill.duplicate fill_id=%s market=%s task_id=%s", fill.fill_id, market, task_id)
-            return None
-        self.store.mark_inflight(market, task_id)
-        hedge_fill.apply_async(args=[msg], task_id=task_id)
-        self.store.incr(market, "fills")
-        log.info("event=fill.enqueued fill_id=%s market=%s side=%s base=%s price=%s order_index=%s task_id=%s",
-                 fill.fill_id, market, fill.side, fill.base_amount, fill.price, fill.order_index, task_id)
-        self.store.publish_event({"event": "fill", "market": market, **msg})
-        return task_id
+        return self.submit_many(market, [(fill, signed_units)])[0]
+
+    def submit_many(self, market: str, fills: list[tuple[Fill, int]]) -> list[str | None]:
+        """Count a frame's fills and enqueue their hedges, each once; None for a replayed fill.
+
+        Hot path, in order: one Redis round trip counts every fill and marks its task in flight
+        (atomically per fill: a fill is never counted without its task in flight), then the
+        apply_asyncs, and only then what is not urgent (counters, events, the ledger read for the
+        exposure check, log lines) in one more round trip.
+        """
+        rows = [(fill, fill.to_message(), units, task_id_for(market, fill.fill_id)) for fill, units in fills]
+        new = self.store.record_fills(market, [(msg, units, task_id) for _, msg, units, task_id in rows])
+        task_ids: list[str | None] = []
+        for (fill, msg, _units, task_id), is_new in zip(rows, new):
+            if is_new:
+                hedge_fill.apply_async(args=[msg], task_id=task_id)
+                self.fill_of[task_id] = fill.fill_id
+            task_ids.append(task_id if is_new else None)
+        enqueued = [row for row, is_new in zip(rows, new) if is_new]
+        if enqueued:
+            self.last_ledger = self.store.after_fills(market, [{"event": "fill", "market": market, **msg}
+                                                               for _, msg, _, _ in enqueued])
+            metrics.FILLS.labels(market).inc(len(enqueued))
+            metrics.INFLIGHT.labels(market).inc(len(enqueued))
+        for (fill, _msg, _units, task_id), is_new in zip(rows, new):
+            if is_new:
+                log.info("event=fill.enqueued fill_id=%s market=%s side=%s base=%s price=%s order_index=%s "
+                         "task_id=%s frame_fills=%d", fill.fill_id, market, fill.side, fill.base_amount, fill.price,
+                         fill.order_index, task_id, len(rows))
+            else:
+                log.info("event=fill.duplicate fill_id=%s market=%s task_id=%s", fill.fill_id, market, task_id)
+        return task_ids
 
     def hedge_leftover(self, market: str) -> str | None:
         """A fill counted but whose hedge was never enqueued (a crash between the two) is hedged by
@@ -61,6 +83,7 @@ class HedgeDispatcher:
         task_id = f"{task_id_for(market, latest['fill_id'])}-again-{int(time.time() * 1000)}"
         log.warning("event=fill.rehedge fill_id=%s market=%s task_id=%s", latest["fill_id"], market, task_id)
         self.store.mark_inflight(market, task_id)
+        self.fill_of[task_id] = str(latest["fill_id"])
         hedge_fill.apply_async(args=[latest], task_id=task_id)
         return task_id
 

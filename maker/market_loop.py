@@ -16,7 +16,8 @@ from hedge.fill import BUY, SELL, Fill, signed
 from hedge.money import MarketSpec
 from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote
 from maker.hedges import HedgeDispatcher
-from tasks.store import Store
+from tasks import metrics
+from tasks.store import Ledger, Store
 from venue import errors
 from venue.client import OrderView, VenueClient
 
@@ -41,6 +42,27 @@ class RestingOrder:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class _TimedVenue:
+    """The venue client, with the time spent awaiting it added up (the maker's round breakdown)."""
+
+    def __init__(self, client: VenueClient):
+        self._client = client
+        self.busy_s = 0.0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return await attr(*args, **kwargs)
+            finally:
+                self.busy_s += time.perf_counter() - t0
+        return timed
+
+
 class MarketLoop:
     def __init__(self, cfg: Config, market: MarketConfig, spec: MarketSpec, client: VenueClient,
                  b_position, store: Store, dispatcher: HedgeDispatcher, resumed: asyncio.Event):
@@ -48,7 +70,7 @@ class MarketLoop:
         self.market = market
         self.symbol = market.symbol
         self.spec = spec
-        self.client = client
+        self.client = _TimedVenue(client)
         self.b_position = b_position  # async () -> Decimal, B's position on this market
         self.store = store
         self.dispatcher = dispatcher
@@ -59,6 +81,8 @@ class MarketLoop:
         self.backfill_now = None  # set by the app: async () -> None, the stream's REST backfill
         self._reconcile_due = False
         self._reconciled_at = time.monotonic()
+        self._resting_s = 0.0      # time this round's order waited for fills
+        self._hedge_wait_s = 0.0   # time this round waited on hedge results
 
     @property
     def state(self) -> str:
@@ -78,18 +102,24 @@ class MarketLoop:
     # ---- fills from the stream -------------------------------------------------------------
 
     def on_fill(self, fill: Fill) -> None:
-        units = self.spec.base_to_int(signed(fill.side, fill.base_amount))
-        task_id = self.dispatcher.submit(self.symbol, fill, units)
-        if task_id is None:
+        self.on_fills([fill])
+
+    def on_fills(self, fills: list[Fill]) -> None:
+        """New fills of this market (all of one frame at once): enqueue every hedge, then the rest."""
+        task_ids = self.dispatcher.submit_many(
+            self.symbol, [(f, self.spec.base_to_int(signed(f.side, f.base_amount))) for f in fills])
+        new = [f for f, task_id in zip(fills, task_ids) if task_id is not None]
+        if not new:
             return
-        self._check_unhedged()
+        self._check_unhedged(self.dispatcher.last_ledger)
         order = self.resting
         if order is None:
             return
-        if fill.client_order_index == order.client_order_index or fill.order_index == order.order_index:
-            order.filled += fill.base_amount
-            order.fill_ids.append(fill.fill_id)
-            order.changed.set()
+        for fill in new:
+            if fill.client_order_index == order.client_order_index or fill.order_index == order.order_index:
+                order.filled += fill.base_amount
+                order.fill_ids.append(fill.fill_id)
+                order.changed.set()
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -167,8 +197,10 @@ class MarketLoop:
         unhedged = self.spec.base_from_int(ledger.unhedged)
         return a + b - unhedged, f"A {a}, B {b}, ledger unhedged {unhedged}"
 
-    def _check_unhedged(self) -> None:
-        unhedged = abs(self.spec.base_from_int(self.store.ledger(self.symbol).unhedged))
+    def _check_unhedged(self, ledger: Ledger | None = None) -> None:
+        unhedged_signed = self.spec.base_from_int((ledger or self.store.ledger(self.symbol)).unhedged)
+        metrics.UNHEDGED.labels(self.symbol).set(float(unhedged_signed))
+        unhedged = abs(unhedged_signed)
         if unhedged > self.market.max_unhedged_base:
             reason = f"unhedged {unhedged} exceeds max_unhedged_base {self.market.max_unhedged_base}"
             if not self.store.paused(self.symbol):
@@ -178,6 +210,7 @@ class MarketLoop:
     async def _wait_unpaused(self) -> None:
         while True:
             pause = self.store.paused(self.symbol)
+            metrics.PAUSED.labels(self.symbol).set(1 if pause else 0)
             if pause is None:
                 failed = self.store.failed(self.symbol)
                 if failed:
@@ -209,6 +242,20 @@ class MarketLoop:
             await asyncio.sleep(1.0)
 
     async def _round(self) -> None:
+        t0, venue0 = time.perf_counter(), self.client.busy_s
+        self._resting_s = self._hedge_wait_s = 0.0
+        try:
+            await self._round_inner()
+        finally:
+            total = time.perf_counter() - t0
+            venue = self.client.busy_s - venue0
+            own = max(0.0, total - venue - self._resting_s - self._hedge_wait_s)
+            metrics.ROUND_SECONDS.labels(self.symbol).observe(total)
+            for phase, seconds in (("venue", venue), ("resting", self._resting_s),
+                                   ("hedge_wait", self._hedge_wait_s), ("own", own)):
+                metrics.ROUND_PHASE_SECONDS.labels(self.symbol, phase).inc(seconds)
+
+    async def _round_inner(self) -> None:
         await self._wait_for_hedger()
         if self._reconcile_due or time.monotonic() - self._reconciled_at > self.cfg.strategy.reconcile_interval_s:
             await self._reconcile(at_start=False)
@@ -271,10 +318,13 @@ class MarketLoop:
                          order.client_order_index, outcome.describe())
                 break
             order.changed.clear()
+            t_wait = time.perf_counter()
             try:
                 await asyncio.wait_for(order.changed.wait(), timeout=min(left_s, ORDER_CHECK_INTERVAL_S))
             except asyncio.TimeoutError:
                 view = await self.client.order_by_client_index(order.client_order_index) or view
+            finally:
+                self._resting_s += time.perf_counter() - t_wait
         final = await self.client.wait_order_final(order.client_order_index, 5.0)
         if final is None or not final.is_final:
             self._pause(f"A's order {order.client_order_index} did not reach a final state after cancel")
@@ -301,9 +351,17 @@ class MarketLoop:
         A task whose worker died is redelivered only after the broker's visibility timeout; the
         restarted worker hedges the market at once, and then that task has nothing left to do.
         """
+        t0 = time.perf_counter()
+        try:
+            await self._wait_hedges_inner()
+        finally:
+            self._hedge_wait_s += time.perf_counter() - t0
+
+    async def _wait_hedges_inner(self) -> None:
         deadline = time.monotonic() + self.cfg.strategy.hedge_wait_timeout_s
         while True:
             inflight = sorted(self.store.inflight(self.symbol))
+            metrics.INFLIGHT.labels(self.symbol).set(len(inflight))
             if not inflight:
                 return
             task_id = inflight[0]
@@ -311,8 +369,10 @@ class MarketLoop:
             if left_s <= 0:
                 self._pause(f"hedge {task_id} has no result after {self.cfg.strategy.hedge_wait_timeout_s:.0f}s")
             outcome = await self.dispatcher.wait(task_id, min(left_s, COVERAGE_CHECK_S))
+            fill_id = self.dispatcher.fill_of.get(task_id) or _fill_id_of(task_id, self.symbol)
             if outcome.ok:
-                log.info("event=maker.hedge_ok market=%s task_id=%s", self.symbol, task_id)
+                self.dispatcher.fill_of.pop(task_id, None)
+                log.info("event=maker.hedge_ok fill_id=%s market=%s task_id=%s", fill_id, self.symbol, task_id)
                 self.store.clear_inflight(self.symbol, task_id)  # the worker does too; don't race it
             elif outcome.timed_out:
                 if self._covered():
@@ -321,6 +381,8 @@ class MarketLoop:
                         self.store.clear_inflight(self.symbol, stale)
                     return
             else:
+                log.error("event=maker.hedge_failed fill_id=%s market=%s task_id=%s reason=%s", fill_id,
+                          self.symbol, task_id, outcome.reason)
                 self._pause(f"hedge {task_id} failed: {outcome.reason}")
 
     def _covered(self) -> bool:
@@ -332,3 +394,9 @@ class MarketLoop:
         # Unique for centuries without shared state: milliseconds * 16 + a per-process counter.
         self._seq = (self._seq + 1) % 16
         return (int(time.time() * 1000) * 16 + self._seq) % MAX_CLIENT_ORDER_INDEX + 1
+
+
+def _fill_id_of(task_id: str, symbol: str) -> str:
+    """hedge-<market>-<fill_id>[-again-<ms>] -> fill_id (tasks enqueued by an earlier maker or the worker)."""
+    rest = task_id.removeprefix(f"hedge-{symbol}-")
+    return rest.split("-again-")[0] if rest != task_id else "unknown"

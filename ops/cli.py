@@ -164,21 +164,41 @@ def sim_command(config_path: str | None, host: str, port: int | None, seed: int 
 @config_option
 @click.option("--market", default=None)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per market")
-def status_command(config_path: str | None, market: str | None, as_json: bool) -> None:
+@click.option("--watch", is_flag=True, help="refresh until Ctrl-C: live exposure, in-flight hedges, last latencies")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="seconds between refreshes with --watch")
+@click.option("--count", type=click.IntRange(min=0), default=0, help="with --watch: stop after N refreshes (0 = never)")
+def status_command(config_path: str | None, market: str | None, as_json: bool, watch: bool, interval: float,
+                   count: int) -> None:
     """Per market: A and B positions, net exposure, dust, in-flight and failed hedges, pause."""
+    import time
+
     from ops.status import collect
     cfg = _load(config_path)
     store = _store(cfg)
-    rows = asyncio.run(collect(cfg, store, _markets(cfg, market)))
-    for row in rows:
-        if as_json:
-            click.echo(json.dumps(row, default=str))
-            continue
-        click.echo(" ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("failed_hedges", "pause_reason")))
-        if row["pause_reason"]:
-            click.echo(f"  paused: {row['pause_reason']}")
-        for task_id, info in row["failed_hedges"].items():
-            click.echo(f"  failed: {task_id} fill_id={info.get('fill_id')} reason={info.get('reason')}")
+    markets = _markets(cfg, market)
+    shown = 0
+    try:
+        while True:
+            rows = asyncio.run(collect(cfg, store, markets))
+            if watch and not as_json:
+                click.echo(f"-- {time.strftime('%H:%M:%S')}")
+            for row in rows:
+                if as_json:
+                    click.echo(json.dumps(row, default=str))
+                    continue
+                click.echo(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()
+                                    if k not in ("failed_hedges", "pause_reason")))
+                if row["pause_reason"]:
+                    click.echo(f"  paused: {row['pause_reason']}")
+                for task_id, info in row["failed_hedges"].items():
+                    click.echo(f"  failed: {task_id} fill_id={info.get('fill_id')} reason={info.get('reason')}")
+            shown += 1
+            if not watch or (count and shown >= count):
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
 
 
 def _fmt(value: object) -> str:

@@ -45,6 +45,7 @@ async def collect(cfg: Config, store: Store, markets: list[str]) -> list[dict[st
         state = store.state(symbol) or {}
         stats = store.stats(symbol)
         failed = store.failed(symbol)
+        last = store.last_latency(symbol)
         rows.append({
             "market": symbol,
             "state": "PAUSED" if pause else state.get("state", "unknown"),
@@ -61,6 +62,9 @@ async def collect(cfg: Config, store: Store, markets: list[str]) -> list[dict[st
             "rounds": stats.get("rounds", 0),
             "fills": stats.get("fills", 0),
             "hedges": stats.get("hedges", 0),
+            "last_hedge_fill_id": last.get("fill_id", "-"),
+            "last_fill_to_sent_ms": last.get("fill_to_sent_ms") or "-",
+            "last_fill_to_confirmed_ms": last.get("fill_to_confirmed_ms") or "-",
             "venue_error": venue_error,
             "pause_reason": pause.get("reason") if pause else None,
             "failed_hedges": failed,

@@ -20,7 +20,8 @@ from typing import Any
 from hedge.config import Config, ConfigError
 from hedge.fill import Fill, InvalidFill, signed
 from hedge.money import MarketSpec
-from hedge.plan import leg_client_order_index, split_hedge, worst_price_int
+from hedge.plan import split_hedge, worst_price_int
+from tasks import metrics
 from tasks.store import Store, now_ms
 from venue import errors
 from venue.client import OrderView, VenueClient
@@ -55,16 +56,18 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
         raise PermanentHedgeError(f"refused fill message: {exc}") from None
     spec = await client.market_spec(fill.market_index)
     ctx = f"fill_id={fill.fill_id} market={symbol}"
-    # Counted once whoever records it first (the maker; or this task on a requeue after a wipe).
-    store.record_fill(symbol, fill.to_message(), spec.base_to_int(signed(fill.side, fill.base_amount)))
-
-    ledger = store.ledger(symbol)
-    for leg in ledger.pending:
-        await _resolve_in_doubt(store, client, spec, symbol, leg, ctx)
+    # Counted once whoever records it first (the maker; or this task on a requeue after a wipe);
+    # the same round trip reads the ledger.
+    ledger = store.begin_hedge(symbol, fill.to_message(), spec.base_to_int(signed(fill.side, fill.base_amount)))
+    if ledger.pending:
+        for leg in ledger.pending:
+            await _resolve_in_doubt(store, client, spec, symbol, leg, ctx)
+        ledger = store.ledger(symbol)
 
     sent: list[dict[str, Any]] = []
     while True:
-        ledger = store.ledger(symbol)
+        if sent:
+            ledger = store.ledger(symbol)
         if ledger.pending:
             raise TransientHedgeError(f"{len(ledger.pending)} hedge leg(s) still in doubt on {symbol}; {ctx}")
         split = split_hedge(spec.base_from_int(ledger.unhedged), spec)
@@ -72,10 +75,12 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
             break
         if len(sent) >= MAX_LEGS_PER_TASK:
             raise PermanentHedgeError(f"still unhedged after {MAX_LEGS_PER_TASK} hedge orders; {ctx}")
-        _check_rate(cfg, store, symbol, ctx)
         sent.append(await _send_leg(cfg, store, client, spec, symbol, fill, split, ctx))
 
-    ledger = store.ledger(symbol)
+    if sent:
+        ledger = store.ledger(symbol)
+    metrics.UNHEDGED.labels(symbol).set(float(spec.base_from_int(ledger.unhedged)))
+    metrics.HEDGES.labels(symbol, "hedged" if sent else "covered").inc()
     result = _result(fill, spec, sent, ledger.unhedged, attempt)
     log.info("event=hedge.done %s legs=%d filled_base=%s avg_price=%s unhedged_after=%s attempts=%d latency_ms=%d",
              ctx, len(sent), result["filled_base"], result["avg_price"], result["unhedged_after"], attempt,
@@ -84,38 +89,47 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
     return result
 
 
-def _check_rate(cfg: Config, store: Store, symbol: str, ctx: str) -> None:
-    limit = cfg.strategy.max_hedges_per_minute
-    count = store.note_hedge_sent(symbol)
-    if count > limit:
-        reason = f"max_hedges_per_minute={limit} exceeded on {symbol} ({count} in the last minute)"
-        store.pause(symbol, reason, by="worker")
-        raise TransientHedgeError(f"{reason}; {ctx}")
-
-
 async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
                     fill: Fill, split, ctx: str) -> dict[str, Any]:
     b_is_ask = split.b_is_ask
     amount = abs(split.order_signed)
     worst = worst_price_int(fill.price, b_is_ask, cfg.strategy.max_slippage_bps, spec)
-    leg = store.open_leg(symbol, {
+    # Rate limit and write-ahead in one atomic step: the leg is PENDING in Redis before the wire call.
+    limit = cfg.strategy.max_hedges_per_minute
+    leg, count = store.open_leg_checked(symbol, {
         "is_ask": b_is_ask, "base_int": spec.base_to_int(amount), "worst_price_int": worst,
-        "sent_ms": now_ms(), "fill_id": fill.fill_id},
-        lambda leg_no: leg_client_order_index(fill.market_index, leg_no))
+        "sent_ms": now_ms(), "fill_id": fill.fill_id}, fill.market_index, limit)
+    if leg is None:
+        reason = f"max_hedges_per_minute={limit} exceeded on {symbol} ({count} in the last minute)"
+        store.pause(symbol, reason, by="worker")
+        raise TransientHedgeError(f"{reason}; {ctx}")
     log.info("event=hedge.sending %s leg=%d client_order_index=%d side=%s base=%s worst_price=%s", ctx,
              leg["leg"], leg["client_order_index"], "sell" if b_is_ask else "buy", amount, spec.price_from_int(worst))
     t0 = time.perf_counter()
     outcome = await client.place_market(spec, leg["client_order_index"], b_is_ask, amount, worst)
     leg["send_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+    sent_s = metrics.since_us(fill.ts_seen_us)
+    log.info("event=hedge.sent %s leg=%d client_order_index=%d send_ms=%.1f fill_to_sent_ms=%s outcome=%s",
+             ctx, leg["leg"], leg["client_order_index"], leg["send_ms"],
+             "-" if sent_s is None else f"{sent_s * 1000:.2f}", outcome.kind)
+    metrics.HEDGE_ORDERS.labels(symbol, outcome.kind).inc()
     if outcome.kind == errors.ACCEPTED:
+        if sent_s is not None:
+            metrics.FILL_TO_HEDGE_SENT.labels(symbol).observe(sent_s)
         order = await client.wait_order_final(leg["client_order_index"], CONFIRM_TIMEOUT_S)
         if order is None or not order.is_final:
             store.update_leg(symbol, leg)
             raise TransientHedgeError(f"hedge order {leg['client_order_index']} not confirmed within "
                                       f"{CONFIRM_TIMEOUT_S}s; {ctx}")
         leg = _settle(store, spec, symbol, leg, order)
-        log.info("event=hedge.leg %s leg=%d client_order_index=%d status=%s executed=%s", ctx, leg["leg"],
-                 leg["client_order_index"], leg["status"], spec.base_from_int(leg["executed_int"]))
+        confirmed_s = metrics.since_us(fill.ts_seen_us)
+        if confirmed_s is not None:
+            metrics.FILL_TO_HEDGE_CONFIRMED.labels(symbol).observe(confirmed_s)
+        store.note_latency(symbol, fill.fill_id, None if sent_s is None else sent_s * 1000,
+                           None if confirmed_s is None else confirmed_s * 1000)
+        log.info("event=hedge.leg %s leg=%d client_order_index=%d status=%s executed=%s fill_to_confirmed_ms=%s",
+                 ctx, leg["leg"], leg["client_order_index"], leg["status"], spec.base_from_int(leg["executed_int"]),
+                 "-" if confirmed_s is None else f"{confirmed_s * 1000:.2f}")
         if leg["executed_int"] == 0:
             raise TransientHedgeError(
                 f"hedge order {leg['client_order_index']} filled nothing (status {leg['status']}) within "

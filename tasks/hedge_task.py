@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
-from tasks import runtime
+from tasks import metrics, runtime
 from tasks.celery_app import app
 from tasks.hedge import PermanentHedgeError, TransientHedgeError, hedge_one, market_symbol
 
@@ -30,6 +30,7 @@ class HedgeTask(Task):
         reason = f"{type(exc).__name__}: {exc}"
         fill_id = str(fill.get("fill_id")) if isinstance(fill, dict) else "unknown"
         log.error("event=hedge.failed fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
+        metrics.HEDGES.labels(market, "failed").inc()
         store = runtime.store()
         store.hedge_finished(market, task_id, fill_id, ok=False, reason=reason,
                              fill_msg=fill if isinstance(fill, dict) else None)
@@ -38,6 +39,7 @@ class HedgeTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
         fill = _fill_arg(args, kwargs) or {}
+        metrics.RETRIES.labels(market_symbol(runtime.config(), fill)).inc()
         log.warning("event=hedge.retry fill_id=%s task_id=%s retries=%d reason=%s",
                     fill.get("fill_id") if isinstance(fill, dict) else None, task_id,
                     self.request.retries, exc)
@@ -76,6 +78,8 @@ def _warm_up(**_: Any) -> None:
         for market in runtime.config().markets.values():
             specs[market.symbol] = await client.market_spec(market.market_index)
         await client.resync_nonce()
+    cfg = runtime.config()
+    metrics.serve(cfg.metrics.worker_port, cfg.metrics.host, "worker")
     try:
         runtime.run(warm)
         log.info("event=worker.warm account=%d markets=%s", runtime.config().account_b.account_index,

@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+from hedge.plan import leg_client_order_index
+
 EVENTS_CHANNEL = "lh:events"
 CONTROL_CHANNEL = "lh:control"
 
@@ -29,6 +31,8 @@ class Store:
     def __init__(self, client: redis.Redis):
         self.r = client
         self._record_fill = client.register_script(_RECORD_FILL)
+        self._record_fill_inflight = client.register_script(_RECORD_FILL_INFLIGHT)
+        self._open_leg = client.register_script(_OPEN_LEG)
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
@@ -45,6 +49,43 @@ class Store:
         """Count a fill of A once: True the first time its id is seen on this market."""
         return bool(self._record_fill(keys=[f"lh:fills:{market}", f"lh:a_filled:{market}"],
                                       args=[fill_msg["fill_id"], json.dumps(fill_msg), signed_units]))
+
+    def record_fills(self, market: str, fills: list[tuple[dict[str, Any], int, str]]) -> list[bool]:
+        """The maker's hot path: count a frame's fills once and mark each new one's hedge task in
+        flight, atomically per fill, in one round trip. `fills`: (fill message, signed units, task id)."""
+        keys = [f"lh:fills:{market}", f"lh:a_filled:{market}", f"lh:inflight:{market}"]
+        with self.r.pipeline(transaction=False) as pipe:
+            for msg, units, task_id in fills:
+                self._record_fill_inflight(keys=keys, args=[msg["fill_id"], json.dumps(msg), units, task_id],
+                                           client=pipe)
+            return [bool(x) for x in pipe.execute()]
+
+    def after_fills(self, market: str, events: list[dict[str, Any]]) -> "Ledger":
+        """What is not urgent about new fills (after their hedges are enqueued): the fills counter,
+        the events, and the ledger for the exposure check, in one round trip."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hincrby(f"lh:stats:{market}", "fills", len(events))
+            for event in events:
+                pipe.publish(EVENTS_CHANNEL, json.dumps(event, default=_json_default))
+            pipe.get(f"lh:a_filled:{market}")
+            pipe.get(f"lh:hedged:{market}")
+            pipe.scard(f"lh:pending:{market}")
+            *_, a_filled, hedged, _pending = pipe.execute()
+        return Ledger(int(a_filled or 0), int(hedged or 0), [])
+
+    def begin_hedge(self, market: str, fill_msg: dict[str, Any], signed_units: int) -> "Ledger":
+        """The worker's first round trip: count the fill (once) and read the ledger, pipelined."""
+        with self.r.pipeline(transaction=False) as pipe:
+            self._record_fill(keys=[f"lh:fills:{market}", f"lh:a_filled:{market}"],
+                              args=[fill_msg["fill_id"], json.dumps(fill_msg), signed_units], client=pipe)
+            pipe.get(f"lh:a_filled:{market}")
+            pipe.get(f"lh:hedged:{market}")
+            pipe.smembers(f"lh:pending:{market}")
+            _, a_filled, hedged, pending = pipe.execute()
+        legs = []
+        if pending:
+            legs = [json.loads(v) for v in self.r.hmget(f"lh:legs:{market}", sorted(pending, key=int)) if v]
+        return Ledger(int(a_filled or 0), int(hedged or 0), legs)
 
     def fills(self, market: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(f"lh:fills:{market}").items()}
@@ -72,6 +113,37 @@ class Store:
             pipe.sadd(f"lh:pending:{market}", leg["leg"])
             pipe.execute()
         return leg
+
+    def open_leg_checked(self, market: str, leg: dict[str, Any], market_index: int, limit_per_minute: int,
+                         window_s: int = 60) -> tuple[dict[str, Any] | None, int]:
+        """Rate check and write-ahead in one atomic round trip (one Lua script).
+
+        Notes the hedge order in the rate window; if the window then holds more than
+        `limit_per_minute`, opens nothing and returns (None, count). Otherwise the leg gets the
+        market's next sequence number and client_order_index (hedge.plan.leg_client_order_index:
+        market_index * 2**40 + leg_no) and is stored PENDING before anything is sent.
+        """
+        now = now_ms()
+        body = json.dumps(dict(leg, leg=0, client_order_index=0, state="PENDING"))
+        count, leg_no = self._open_leg(
+            keys=[f"lh:hedge_times:{market}", f"lh:leg_seq:{market}", f"lh:legs:{market}", f"lh:pending:{market}"],
+            args=[now, f"{now}:{time.perf_counter_ns()}", window_s * 1000, window_s * 2, limit_per_minute,
+                  market_index, body])
+        if not leg_no:
+            return None, int(count)
+        leg_no = int(leg_no)
+        coi = leg_client_order_index(market_index, leg_no)  # the same number the script stored
+        return dict(leg, leg=leg_no, client_order_index=coi, state="PENDING"), int(count)
+
+    def note_latency(self, market: str, fill_id: str, sent_ms: float | None, confirmed_ms: float | None) -> None:
+        """The last hedge's latencies, for `status --watch`."""
+        self.r.hset(f"lh:last:{market}", mapping={
+            "fill_id": fill_id, "ts_ms": now_ms(),
+            "fill_to_sent_ms": "" if sent_ms is None else f"{sent_ms:.2f}",
+            "fill_to_confirmed_ms": "" if confirmed_ms is None else f"{confirmed_ms:.2f}"})
+
+    def last_latency(self, market: str) -> dict[str, str]:
+        return self.r.hgetall(f"lh:last:{market}")
 
     def update_leg(self, market: str, leg: dict[str, Any]) -> None:
         self.r.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
@@ -123,7 +195,8 @@ class Store:
             pipe.srem(f"lh:inflight:{market}", task_id)
             if ok:
                 pipe.hdel(f"lh:failed:{market}", task_id)
-                pipe.hincrby(f"lh:stats:{market}", "hedges", 1)
+                # A set, not a counter: a re-run of a hedge (requeue, redelivery) is one hedged fill.
+                pipe.sadd(f"lh:hedged_fills:{market}", fill_id)
             else:
                 pipe.hset(f"lh:failed:{market}", task_id, json.dumps(
                     {"fill_id": fill_id, "reason": reason, "fill": fill_msg, "ts_ms": now_ms()}))
@@ -170,7 +243,10 @@ class Store:
         self.r.hincrby(f"lh:stats:{market}", field, by)
 
     def stats(self, market: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(f"lh:stats:{market}").items()}
+        """rounds and fills (counters), hedges = fills whose hedge task succeeded (each once)."""
+        stats = {k: int(v) for k, v in self.r.hgetall(f"lh:stats:{market}").items()}
+        stats["hedges"] = int(self.r.scard(f"lh:hedged_fills:{market}"))
+        return stats
 
     def publish_event(self, event: dict[str, Any]) -> None:
         self.r.publish(EVENTS_CHANNEL, json.dumps(event, default=_json_default))
@@ -199,6 +275,38 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   return 1
 end
 return 0
+"""
+
+
+# record_fill, and mark the new fill's hedge task in flight in the same step (the maker's hot path).
+_RECORD_FILL_INFLIGHT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCRBY', KEYS[2], ARGV[3])
+  redis.call('SADD', KEYS[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# Rate window + write-ahead of one hedge leg, atomically. KEYS: hedge_times, leg_seq, legs, pending.
+# ARGV: now_ms, member, window_ms, expire_s, limit, market_index, leg JSON with "leg":0 and
+# "client_order_index":0 placeholders (filled in here, as integers).
+_OPEN_LEG = """
+local now = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[3]))
+local count = redis.call('ZCARD', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+if count > tonumber(ARGV[5]) then
+  return {count, 0}
+end
+local leg_no = redis.call('INCR', KEYS[2])
+local coi = string.format('%.0f', tonumber(ARGV[6]) * 1099511627776 + leg_no)
+local body = string.gsub(ARGV[7], '"leg": 0,', '"leg": ' .. leg_no .. ',', 1)
+body = string.gsub(body, '"client_order_index": 0,', '"client_order_index": ' .. coi .. ',', 1)
+redis.call('HSET', KEYS[3], leg_no, body)
+redis.call('SADD', KEYS[4], leg_no)
+return {count, leg_no}
 """
 
 

@@ -21,6 +21,7 @@ from hedge.fill import Fill, InvalidFill, fill_from_trade
 log = logging.getLogger("venue.stream")
 
 OnFill = Callable[[Fill], Awaitable[None]]
+OnFills = Callable[[list[Fill]], Awaitable[None]]
 Backfill = Callable[[], Awaitable[list[dict[str, Any]]]]
 SEEN_MAX = 50_000
 
@@ -31,10 +32,15 @@ class AccountStream:
                  on_cutoff: Callable[[int], Awaitable[None]] | None = None,
                  on_reconnect: Callable[[], Awaitable[None]] | None = None,
                  backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0, seed: int | None = None,
-                 backfill_interval_s: float | None = 5.0):
+                 backfill_interval_s: float | None = 5.0, on_fills: OnFills | None = None,
+                 on_connect: Callable[[int], None] | None = None):
         self.ws_url = ws_url
         self.account_index = account_index
         self.on_fill = on_fill
+        # Optional: all new fills of one frame (or one backfill) at once, so the receiver can
+        # batch its work (one Redis pipeline for a burst). Without it, on_fill gets them one by one.
+        self.on_fills = on_fills
+        self.on_connect = on_connect  # called with the connect count (metrics)
         self.backfill = backfill
         self.markets = set(markets) if markets is not None else None
         # Trades at or below the cutoff happened before we started hedging this account.
@@ -98,8 +104,11 @@ class AccountStream:
             first = self.connects == 0
             self.connects += 1
             log.info("event=stream.connected account=%s connects=%d", self.account_index, self.connects)
+            if self.on_connect is not None:
+                self.on_connect(self.connects)
             snapshot_done = False
             async for raw in ws:
+                recv_us = time.time_ns() // 1000  # the frame's arrival: every fill in it carries it
                 msg = _parse(raw)
                 if msg is None:
                     continue
@@ -113,7 +122,7 @@ class AccountStream:
                     if not first and self.on_reconnect is not None:
                         await self.on_reconnect()
                 elif kind == "update/account_all" and snapshot_done:
-                    await self._emit(_trades_of(msg))
+                    await self._emit(_trades_of(msg), recv_us)
                 elif kind == "error":
                     log.error("event=stream.venue_error account=%s code=%s message=%r",
                               self.account_index, msg.get("code"), msg.get("message"))
@@ -138,20 +147,23 @@ class AccountStream:
         # A reconnect (or a restart with a known cutoff): snapshot and REST fill the gap.
         await self._emit(sorted(snapshot + missed, key=lambda t: _trade_id(t) or 0))
 
-    async def _emit(self, trades: list[dict[str, Any]]) -> None:
+    async def _emit(self, trades: list[dict[str, Any]], recv_us: int | None = None) -> None:
         async with self._emit_lock:  # frames and backfills interleave; one trade, one delivery
-            await self._emit_locked(trades)
+            await self._emit_locked(trades, recv_us or time.time_ns() // 1000)
 
-    async def _emit_locked(self, trades: list[dict[str, Any]]) -> None:
+    async def _emit_locked(self, trades: list[dict[str, Any]], recv_us: int) -> None:
+        batch: list[Fill] = []
+        batch_ids: set[int] = set()
         for trade in trades:
             trade_id = _trade_id(trade)
             if trade_id is None:
                 log.error("event=stream.bad_trade account=%s trade=%r", self.account_index, trade)
                 continue
-            if trade_id in self._seen or (self.cutoff is not None and trade_id <= self.cutoff):
+            if trade_id in self._seen or trade_id in batch_ids or (self.cutoff is not None and trade_id <= self.cutoff):
                 continue
             try:
-                fill = fill_from_trade(trade, self.account_index, ts_seen_ms=int(time.time() * 1000))
+                fill = fill_from_trade(trade, self.account_index, ts_seen_ms=recv_us // 1000,
+                                       ts_seen_us=recv_us)
             except InvalidFill as exc:
                 log.error("event=stream.bad_trade account=%s trade_id=%s error=%s", self.account_index, trade_id, exc)
                 self._seen.add(trade_id)
@@ -159,9 +171,16 @@ class AccountStream:
             if fill is None or (self.markets is not None and fill.market_index not in self.markets):
                 self._seen.add(trade_id)
                 continue
+            if self.on_fills is not None:
+                batch.append(fill)
+                batch_ids.add(trade_id)
+                continue
             # If the receiver fails, the id stays unseen: the reconnect's backfill delivers it again.
             await self.on_fill(fill)
             self._seen.add(trade_id)
+        if batch:
+            await self.on_fills(batch)  # if it fails, none is marked seen: the backfill redelivers
+            self._seen.update(batch_ids)
         if len(self._seen) > SEEN_MAX:
             self._seen = set(sorted(self._seen)[-SEEN_MAX // 2:])
 

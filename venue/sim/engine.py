@@ -243,11 +243,12 @@ class Engine:
 
     # ----------------------------------------------------------------- tx entry
     def submit(self, tx_type: Any, tx_info: Any, now_ms: int, *,
-               force_slippage: bool = False) -> TxOutcome:
+               force_slippage: bool = False, recv_us: int | None = None) -> TxOutcome:
         """Applies one signed tx; raises TxRejected (nothing changed) or returns the outcome.
 
         `force_slippage` (fault injection): a market order is accepted but ends
-        `canceled-too-much-slippage` with zero fill.
+        `canceled-too-much-slippage` with zero fill. `recv_us` (benchmarks): when the server
+        received the request, in microseconds; logged as `ts_us` (default now_ms * 1000).
         """
         seq = next(self._tx_seq)
         tx: Tx | None = None
@@ -273,7 +274,7 @@ class Engine:
             else:
                 outcome = self._cancel_all(acct, tx, now_ms, tx_hash)
         except TxRejected as rej:
-            self._log_tx(seq, now_ms, tx_type, tx_info, tx, None, rej)
+            self._log_tx(seq, now_ms, tx_type, tx_info, tx, None, rej, recv_us)
             raise
         acct.next_nonce[tx.api_key_index] += 1
         self.block_height += 1
@@ -282,10 +283,11 @@ class Engine:
                                      "api_key_index": tx.api_key_index, "nonce": tx.nonce,
                                      "expire_at": tx.expired_at_ms, "block_height": self.block_height,
                                      "time_ms": now_ms}
-        self._log_tx(seq, now_ms, tx_type, tx_info, tx, outcome, None)
+        self._log_tx(seq, now_ms, tx_type, tx_info, tx, outcome, None, recv_us)
         return outcome
 
-    def log_unapplied(self, tx_type: Any, tx_info: Any, now_ms: int, code: int, message: str) -> None:
+    def log_unapplied(self, tx_type: Any, tx_info: Any, now_ms: int, code: int, message: str,
+                      recv_us: int | None = None) -> None:
         """Order-log entry for a tx the server refused before it reached the engine (faults)."""
         tx = None
         try:
@@ -293,7 +295,7 @@ class Engine:
         except TxRejected:
             pass
         self._log_tx(next(self._tx_seq), now_ms, tx_type, tx_info, tx, None,
-                     TxRejected(code, message))
+                     TxRejected(code, message), recv_us)
 
     def _tx_hash(self, seq: int, tx_type: int, tx_info: Any) -> str:
         text = tx_info if isinstance(tx_info, str) else _json_dumps(tx_info)
@@ -301,7 +303,7 @@ class Engine:
                                digest_size=40).hexdigest()
 
     def _log_tx(self, seq: int, now_ms: int, raw_type: Any, raw_info: Any, tx: Tx | None,
-                outcome: TxOutcome | None, rej: TxRejected | None) -> None:
+                outcome: TxOutcome | None, rej: TxRejected | None, recv_us: int | None = None) -> None:
         account_index = tx.account_index if tx else peek_account_index(raw_info)
         if self.is_synthetic(account_index):
             return
@@ -310,7 +312,8 @@ class Engine:
         except ValueError:
             tx_type = None
         entry: dict[str, Any] = {
-            "seq": seq, "ts_ms": now_ms, "account_index": account_index,
+            "seq": seq, "ts_ms": now_ms, "ts_us": recv_us if recv_us is not None else now_ms * 1000,
+            "account_index": account_index,
             "api_key_index": tx.api_key_index if tx else None,
             "nonce": tx.nonce if tx else None, "tx_type": tx_type,
             "market_index": getattr(tx, "market_index", None),

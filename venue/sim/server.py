@@ -144,6 +144,7 @@ class SimServer:
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         started = time.perf_counter()
+        request["recv_us"] = time.time_ns() // 1000  # arrival, for the order log's ts_us (benchmarks)
         status = 500
         try:
             response = await handler(request)
@@ -178,9 +179,11 @@ class SimServer:
                 "tx_hash": tx_hash, "predicted_execution_time_ms": now_ms(),
                 "volume_quota_remaining": VOLUME_QUOTA}
 
-    def _apply(self, tx_type: Any, tx_info: Any, *, force_slippage: bool = False):
+    def _apply(self, tx_type: Any, tx_info: Any, *, force_slippage: bool = False,
+               recv_us: int | None = None):
         try:
-            outcome = self.engine.submit(tx_type, tx_info, now_ms(), force_slippage=force_slippage)
+            outcome = self.engine.submit(tx_type, tx_info, now_ms(), force_slippage=force_slippage,
+                                         recv_us=recv_us)
         finally:
             self.hub.publish()
         order = outcome.order
@@ -218,6 +221,7 @@ class SimServer:
     async def _with_faults(self, request: web.Request, txs: list[tuple[Any, Any]],
                            batch: bool) -> web.StreamResponse:
         account = peek_account_index(txs[0][1])
+        recv_us = request.get("recv_us")
         decision = self.faults.decide(account)
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
@@ -232,37 +236,37 @@ class SimServer:
             status, code, message = not_applied[outcome]
             for tx_type, tx_info in txs:
                 self.engine.log_unapplied(tx_type, tx_info, now_ms(), code,
-                                          f"fault {outcome}: {message} (not applied)")
+                                          f"fault {outcome}: {message} (not applied)", recv_us)
             return _json({"code": code, "message": message}, status)
         if outcome == "timeout":
             if decision.timeout_applies == "before":
-                self._apply_quietly(txs)
+                self._apply_quietly(txs, recv_us)
             await asyncio.sleep(float(decision.timeout_s))
             if decision.timeout_applies == "after":
-                self._apply_quietly(txs)
+                self._apply_quietly(txs, recv_us)
             elif decision.timeout_applies == "never":
                 for tx_type, tx_info in txs:
                     self.engine.log_unapplied(tx_type, tx_info, now_ms(), 0,
-                                              "fault timeout: connection closed (not applied)")
+                                              "fault timeout: connection closed (not applied)", recv_us)
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError()  # nothing more can be written on this connection
-        response = self._apply_all(txs, batch, force_slippage=outcome == "slippage")
+        response = self._apply_all(txs, batch, force_slippage=outcome == "slippage", recv_us=recv_us)
         if outcome == "http_5xx_after":
             return _json({"code": 502, "message": "bad gateway"}, 502)
         return response
 
-    def _apply_quietly(self, txs: list[tuple[Any, Any]]) -> None:
+    def _apply_quietly(self, txs: list[tuple[Any, Any]], recv_us: int | None = None) -> None:
         for tx_type, tx_info in txs:
             try:
-                self._apply(tx_type, tx_info)
+                self._apply(tx_type, tx_info, recv_us=recv_us)
             except TxRejected as rej:
                 log.info("event=tx result=rejected code=%s message=%r during=timeout_fault",
                          rej.code, rej.message)
                 return
 
     def _apply_all(self, txs: list[tuple[Any, Any]], batch: bool, *,
-                   force_slippage: bool) -> web.Response:
+                   force_slippage: bool, recv_us: int | None = None) -> web.Response:
         hashes: list[str] = []
         for position, (tx_type, tx_info) in enumerate(txs):
             try:
@@ -270,7 +274,7 @@ class SimServer:
                     parse_tx_type(tx_type)
                     tx_info = tx_info if isinstance(tx_info, (str, dict)) else json.dumps(tx_info)
                     load_tx_info(tx_info)
-                outcome = self._apply(tx_type, tx_info, force_slippage=force_slippage)
+                outcome = self._apply(tx_type, tx_info, force_slippage=force_slippage, recv_us=recv_us)
             except TxRejected as rej:
                 log.info("event=tx result=rejected code=%s message=%r account=%s", rej.code,
                          rej.message, peek_account_index(tx_info))
@@ -517,12 +521,15 @@ class SimServer:
         except (ValueError, ArithmeticError):
             raise ParamError(f"invalid param: sizes must be decimal strings with at most "
                              f"{decimals} decimals, got {sizes_raw!r:.80}") from None
+        one_frame = body.get("one_frame", False)
+        if not isinstance(one_frame, bool):
+            raise ParamError(f"invalid param: one_frame must be true or false, got {one_frame!r:.40}")
         try:
             trade_ids = self.engine.admin_fill(
                 account, market_id, sizes, now_ms(),
                 client_order_index=body.get("client_order_index"), order_index=body.get("order_index"))
         finally:
-            self.hub.publish()
+            self.hub.publish(one_frame=one_frame)
         return _json({"trade_ids": trade_ids})
 
     async def admin_orders_log(self, request: web.Request) -> web.Response:

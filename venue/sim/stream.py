@@ -59,23 +59,36 @@ class StreamHub:
             log.warning("event=ws_slow_consumer conn=%s action=abort", conn.conn_id)
             self._abort(conn)
 
-    def publish(self) -> None:
-        """Pushes everything that changed since the last call (called after every mutation)."""
+    def publish(self, one_frame: bool = False) -> None:
+        """Pushes everything that changed since the last call (called after every mutation).
+
+        One account_all frame per trade, or (`one_frame`, as Lighter batches them) one frame per
+        account carrying all of its new trades, grouped by market.
+        """
         trades = self.engine.drain_trades()
-        for trade in trades:
-            for account_index in {trade.ask_account_id, trade.bid_account_id}:
-                self._publish_trade(account_index, trade)
+        if one_frame:
+            by_account: dict[int, list[Trade]] = {}
+            for trade in trades:
+                for account_index in {trade.ask_account_id, trade.bid_account_id}:
+                    by_account.setdefault(account_index, []).append(trade)
+            for account_index, group in by_account.items():
+                self._publish_trades(account_index, group)
+        else:
+            for trade in trades:
+                for account_index in {trade.ask_account_id, trade.bid_account_id}:
+                    self._publish_trades(account_index, [trade])
         for market_id in self.engine.markets:
             self._publish_book(market_id)
 
-    def _publish_trade(self, account_index: int, trade: Trade) -> None:
+    def _publish_trades(self, account_index: int, trades: list[Trade]) -> None:
         subscribers = [c for c in self.connections.values() if account_index in c.accounts]
         if not subscribers:
             return
-        market = str(trade.market_id)
-        frame = dict(self._account_header("update/account_all", account_index),
-                     trades={market: [trade.json]},
-                     positions={market: position_json(self.engine, account_index, trade.market_id)})
+        by_market: dict[str, list[dict[str, Any]]] = {}
+        for trade in trades:
+            by_market.setdefault(str(trade.market_id), []).append(trade.json)
+        frame = dict(self._account_header("update/account_all", account_index), trades=by_market,
+                     positions={m: position_json(self.engine, account_index, int(m)) for m in by_market})
         for conn in subscribers:
             self._send(conn, frame)
 

@@ -1,0 +1,229 @@
+"""`python -m bench latency|burst|cycle`: benchmarks on the simulator with the real Redis and real
+`lighter-hedge worker` / `maker` processes. Each prints one `key=value` per line.
+
+Each run starts its own simulator, worker and maker on loopback, in a Redis db of its own (1..15,
+locked like the test suite's), and stops them and flushes that db at the end. Needs Redis on
+127.0.0.1:6379 (LH_BENCH_REDIS overrides). Targets (2-core machine): p50 <= 1.5x floor, p99 <= 3x
+floor; a 1,000-fill burst back to zero exposure in <= 2 s with <= 20 hedge orders.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+from bench.cluster import A, B, C, BenchCluster, percentile, wait_until
+
+FILL = Decimal("0.0050")  # ETH's min_base_amount on the simulator: every fill can be hedged alone
+TARGETS = {"ratio_p50": 1.5, "ratio_p99": 3.0, "burst_time_to_zero_s": 2.0, "burst_hedge_orders": 20}
+
+
+def emit(key: str, value: object) -> None:
+    if isinstance(value, float):
+        value = f"{value:.3f}"
+    print(f"{key}={value}", flush=True)
+
+
+def floor_samples(c: BenchCluster, n: int, coi_base: int) -> list[float]:
+    proc = subprocess.run([sys.executable, "-m", "bench.floor", "--base-url", c.sim.base_url,
+                           "--redis-url", c.redis_url, "--keys-file", c.keys_file, "--account", str(C),
+                           "--n", str(n), "--coi-base", str(coi_base)],
+                          capture_output=True, text=True, timeout=300, env=c.env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"floor script failed: {proc.stderr[-2000:]}")
+    return [us / 1000 for us in json.loads(proc.stdout.strip().splitlines()[-1])["samples_us"]]
+
+
+def _final(raw: str | None) -> dict | None:
+    meta = json.loads(raw) if raw else None
+    return meta if meta and meta.get("status") in ("SUCCESS", "FAILURE") else None
+
+
+def _wait_result(c: BenchCluster, results, key: str, timeout_s: float = 30) -> dict:
+    """Block (no busy polling: it would steal CPU from the processes measured) until the result."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meta = _final(c.r.get(key))
+        if meta is not None:
+            return meta
+        results.get_message(timeout=0.05)
+    raise TimeoutError(f"no result at {key}\n{c.log('worker')[-3000:]}")
+
+
+# ---- latency ------------------------------------------------------------------------------------
+
+def latency(n_fills: int, per_order: int, floor_n: int, gap_s: float, keep: bool) -> int:
+    with BenchCluster(quantity=str(FILL * per_order), keep_dir=keep) as c:
+        c.start_worker()
+        floor = floor_samples(c, floor_n // 2, 1_000_000)
+        c.start_maker()
+        # Celery's Redis backend publishes each result on a channel named like its key; channels are
+        # shared by every db of the server, so the key in our own db is what counts.
+        results = c.r.pubsub(ignore_subscribe_messages=True)
+        results.psubscribe("celery-task-meta-hedge-ETH-*")
+        done = 0
+        t_start = time.monotonic()
+        while done < n_fills:
+            order = wait_until(lambda: c.active_orders(), 120, "A's resting order", 0.005)[0]
+            remaining = Decimal(order["remaining_base_amount"])
+            while remaining >= FILL and done < n_fills:
+                trade_id = str(c.fill(order, [str(FILL)])[0])
+                # Redis pub/sub channels are shared by every db of the server: poll our own db's
+                # result key instead of listening for hedge.done.
+                meta = _wait_result(c, results, f"celery-task-meta-hedge-ETH-{trade_id}")
+                if meta.get("status") != "SUCCESS":
+                    raise RuntimeError(f"hedge of fill {trade_id} failed: {meta}")
+                remaining -= FILL
+                done += 1
+                time.sleep(gap_s)
+        run_s = time.monotonic() - t_start
+        floor += floor_samples(c, floor_n - floor_n // 2, 2_000_000)
+
+        fills = {k: json.loads(v) for k, v in c.r.hgetall("lh:fills:ETH").items()}
+        legs = [json.loads(v) for v in c.r.hvals("lh:legs:ETH")]
+        arrived = {e["client_order_index"]: e["ts_us"] for e in c.orders_log(B) if e["tx_type"] == 14}
+        first_leg: dict[str, dict] = {}
+        for leg in sorted(legs, key=lambda lg: lg["leg"]):
+            first_leg.setdefault(str(leg["fill_id"]), leg)
+        lat = []
+        for fill_id, leg in first_leg.items():
+            seen_us = fills.get(fill_id, {}).get("ts_seen_us")
+            if seen_us and leg["client_order_index"] in arrived:
+                lat.append((arrived[leg["client_order_index"]] - seen_us) / 1000)
+        try:
+            worker = c.metrics("worker")
+        except OSError:
+            worker = {}
+        confirmed_sum = sum(v for k, v in worker.items() if k.startswith("lh_fill_to_hedge_confirmed_seconds_sum"))
+        confirmed_n = sum(v for k, v in worker.items() if k.startswith("lh_fill_to_hedge_confirmed_seconds_count"))
+
+    p50, p99, f50, f99 = percentile(lat, 50), percentile(lat, 99), percentile(floor, 50), percentile(floor, 99)
+    emit("fills", len(lat))
+    emit("p50_ms", p50)
+    emit("p90_ms", percentile(lat, 90))
+    emit("p99_ms", p99)
+    emit("max_ms", max(lat))
+    emit("floor_samples", len(floor))
+    emit("floor_p50_ms", f50)
+    emit("floor_p90_ms", percentile(floor, 90))
+    emit("floor_p99_ms", f99)
+    emit("ratio_p50", p50 / f50)
+    emit("ratio_p99", p99 / f99)
+    if confirmed_n:
+        emit("fill_to_confirmed_mean_ms", confirmed_sum / confirmed_n * 1000)
+    emit("run_s", run_s)
+    ok = p50 / f50 <= TARGETS["ratio_p50"] and p99 / f99 <= TARGETS["ratio_p99"]
+    emit("target_met", str(ok).lower())
+    return 0
+
+
+# ---- burst --------------------------------------------------------------------------------------
+
+def burst(sizes: list[int], keep: bool) -> int:
+    all_ok = True
+    for n in sizes:
+        with BenchCluster(quantity=str(FILL * n), keep_dir=keep) as c:
+            c.start_worker()
+            c.start_maker()
+            order = wait_until(lambda: c.active_orders(), 120, "A's resting order", 0.01)[0]
+            wait_until(lambda: (c.r.hget("lh:state", "ETH") or "").find("QUOTING_OPEN") >= 0, 30,
+                       "the maker resting", 0.01)
+            time.sleep(0.5)
+            a0, _ = c.positions()
+            before = len(c.orders_log(B))
+            t0 = time.perf_counter()
+            c.fill(order, [str(FILL)] * n, one_frame=True)
+            target = a0 + FILL * n
+
+            def flat() -> bool:
+                a, b = c.positions()
+                return a == target and a + b == 0
+            wait_until(flat, 60, f"B's position at -A after a {n}-fill burst", 0.002)
+            t_zero = time.perf_counter() - t0
+            wait_until(lambda: not c.r.smembers("lh:inflight:ETH"), 120, "every hedge task done", 0.01)
+            t_tasks = time.perf_counter() - t0
+            creates = [e for e in c.orders_log(B)[before:] if e["tx_type"] == 14 and e["result"] == "accepted"]
+        emit("burst_n", n)
+        emit("time_to_zero_s", t_zero)
+        emit("hedge_orders", len(creates))
+        emit("fills_per_hedge_order", n / max(1, len(creates)))
+        emit("all_tasks_done_s", t_tasks)
+        if n == 1000:
+            all_ok &= t_zero <= TARGETS["burst_time_to_zero_s"] and len(creates) <= TARGETS["burst_hedge_orders"]
+    emit("target_met", str(all_ok).lower())
+    return 0
+
+
+# ---- cycle --------------------------------------------------------------------------------------
+
+def cycle(seconds: float, keep: bool) -> int:
+    with BenchCluster(quantity="0.0500", keep_dir=keep) as c:
+        c.start_worker()
+        c.start_maker()
+        wait_until(lambda: c.active_orders(), 120, "A's first resting order", 0.01)
+        try:
+            m0 = c.metrics("maker")
+        except OSError:
+            m0 = {}
+        rounds0 = int(c.r.hget("lh:stats:ETH", "rounds") or 0)
+        t0 = time.monotonic()
+        filled: set[int] = set()
+        while time.monotonic() - t0 < seconds:
+            for order in c.active_orders():
+                if order["order_index"] not in filled:
+                    filled.add(order["order_index"])
+                    try:
+                        c.fill(order, [order["remaining_base_amount"]])
+                    except Exception:  # noqa: BLE001 - cancelled meanwhile: the next one comes
+                        pass
+            time.sleep(0.002)
+        elapsed = time.monotonic() - t0
+        rounds = int(c.r.hget("lh:stats:ETH", "rounds") or 0) - rounds0
+        try:
+            m1 = c.metrics("maker")
+        except OSError:
+            m1 = {}
+
+    def delta(name: str) -> float:
+        return sum(v - m0.get(k, 0.0) for k, v in m1.items() if k.startswith(name))
+    phases = {p: delta(f'lh_maker_round_phase_seconds_total{{market="ETH",phase="{p}"}}')
+              for p in ("own", "venue", "resting", "hedge_wait")}
+    total = sum(phases.values()) or 1.0
+    orders = delta("lh_maker_round_seconds_count")
+    emit("seconds", elapsed)
+    emit("rounds", rounds)  # a round = open + close (two orders, two hedges)
+    emit("rounds_per_minute", rounds / elapsed * 60)
+    emit("orders_per_minute", orders / elapsed * 60)
+    emit("order_cycle_mean_ms", (delta("lh_maker_round_seconds_sum") / orders * 1000) if orders else float("nan"))
+    for p, v in phases.items():
+        emit(f"share_{p}", v / total)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--keep", action="store_true", help="keep the run's directory (logs) in /tmp")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    lat = sub.add_parser("latency", help="fill frame at the maker -> hedge sendTx at the venue, vs the floor")
+    lat.add_argument("--fills", type=int, default=1000)
+    lat.add_argument("--per-order", type=int, default=250, help="fills per resting order of A")
+    lat.add_argument("--floor-samples", type=int, default=400)
+    lat.add_argument("--gap-ms", type=float, default=3.0, help="pause after each hedge before the next fill")
+    bur = sub.add_parser("burst", help="one order of A filled by N trades in one frame")
+    bur.add_argument("--n", type=int, action="append", help="default: 100 and 1000")
+    cyc = sub.add_parser("cycle", help="maker rounds per minute and where a round's time goes")
+    cyc.add_argument("--seconds", type=float, default=30.0)
+    a = p.parse_args(argv)
+    if a.cmd == "latency":
+        return latency(a.fills, a.per_order, a.floor_samples, a.gap_ms / 1000, a.keep)
+    if a.cmd == "burst":
+        return burst(a.n or [100, 1000], a.keep)
+    return cycle(a.seconds, a.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

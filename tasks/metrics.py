@@ -1,0 +1,62 @@
+"""Prometheus metrics of the maker and the worker (prometheus-client), served on config's metrics ports.
+
+Each process exposes its own registry on its own port (metrics.maker_port / metrics.worker_port,
+0 = off). Flower's /metrics stays as it is. Latencies are measured from the moment the frame
+carrying the fill arrived at the maker (Fill.ts_seen_us), on the same clock on one host.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("tasks.metrics")
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+                   0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+FILL_TO_HEDGE_SENT = Histogram(
+    "lh_fill_to_hedge_sent_seconds", "Fill frame seen by the maker -> the hedge order's sendTx answered",
+    ["market"], buckets=LATENCY_BUCKETS)
+FILL_TO_HEDGE_CONFIRMED = Histogram(
+    "lh_fill_to_hedge_confirmed_seconds", "Fill frame seen by the maker -> the hedge order's final state read",
+    ["market"], buckets=LATENCY_BUCKETS)
+HEDGES = Counter("lh_hedges_total", "Hedge tasks finished, by outcome (hedged, covered, failed)",
+                 ["market", "outcome"])
+HEDGE_ORDERS = Counter("lh_hedge_orders_total", "B orders sent, by the venue's answer", ["market", "result"])
+RETRIES = Counter("lh_hedge_retries_total", "Hedge task retries", ["market"])
+INFLIGHT = Gauge("lh_inflight_hedges", "Hedge tasks enqueued and not finished", ["market"])
+UNHEDGED = Gauge("lh_unhedged_base", "A's exposure not covered by settled hedge legs (base units)", ["market"])
+PAUSED = Gauge("lh_paused", "1 while the market is paused", ["market"])
+FILLS = Counter("lh_fills_total", "Fills of A counted (first delivery only)", ["market"])
+STREAM_RECONNECTS = Counter("lh_stream_reconnects_total", "Account stream reconnects", ["account"])
+ROUND_SECONDS = Histogram("lh_maker_round_seconds", "One maker round: quote, rest, hedges done", ["market"],
+                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+ROUND_PHASE_SECONDS = Counter(
+    "lh_maker_round_phase_seconds_total",
+    "Time of maker rounds by phase: venue (REST calls to the venue), resting (order waiting for fills), "
+    "hedge_wait (waiting on hedge results), own (everything else: our code, Redis)", ["market", "phase"])
+
+_started: set[int] = set()
+
+
+def serve(port: int, host: str = "127.0.0.1", what: str = "") -> bool:
+    """Start the endpoint once per process; a busy port is logged, never fatal (hedging goes on)."""
+    if not port or port in _started:
+        return False
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.error("event=metrics.unavailable process=%s host=%s port=%d error=%s", what, host, port, exc)
+        return False
+    _started.add(port)
+    log.info("event=metrics.serving process=%s url=http://%s:%d/metrics", what, host, port)
+    return True
+
+
+def since_us(ts_us: int) -> float | None:
+    """Seconds since a fill's ts_seen_us, or None when the fill does not carry it."""
+    if not ts_us:
+        return None
+    return max(0.0, (time.time_ns() // 1000 - ts_us) / 1e6)
