@@ -13,7 +13,7 @@ from hedge.fill import Fill
 from maker.hedges import HedgeDispatcher
 from maker.market_loop import MarketLoop
 from tasks import metrics
-from tasks.store import CONTROL_CHANNEL, Store
+from tasks.store import Store, control_channel
 from venue.client import VenueClient
 from venue.keys import private_key
 from venue.stream import AccountStream
@@ -95,7 +95,7 @@ async def _control_listener(redis_url: str, resumed: dict[str, asyncio.Event],
     by_symbol = {loop.symbol: loop for loop in loops.values()}
     r = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with r.pubsub() as pubsub:
-        await pubsub.subscribe(CONTROL_CHANNEL)
+        await pubsub.subscribe(control_channel(int(r.connection_pool.connection_kwargs.get("db") or 0)))
         async for message in pubsub.listen():
             if message.get("type") != "message":
                 continue

@@ -18,7 +18,7 @@ import redis
 from hedge.config import Config
 from ops import supervise
 from ops.settings import PROJECT_ROOT, config_path
-from tasks.store import EVENTS_CHANNEL, Store
+from tasks.store import Store
 from venue.client import public_positions
 from venue.keys import ensure_paper_keys
 
@@ -41,7 +41,7 @@ def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int
         store = _wait_for_redis(cfg, 20)
         supervise.clear_paper_state(store)
         pubsub = store.r.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(EVENTS_CHANNEL)  # before anything can trade, so no event is missed
+        pubsub.subscribe(store.events_channel)  # before anything can trade, so no event is missed
         supervise.ctl(env, "start", *APPS)
         click.echo(f"demo: paper mode, markets {', '.join(cfg.markets)}, {rounds} round(s) each; "
                    f"logs in {log_dir}/")

@@ -15,8 +15,16 @@ import redis
 
 from hedge.plan import leg_client_order_index
 
-EVENTS_CHANNEL = "lh:events"
-CONTROL_CHANNEL = "lh:control"
+
+
+def events_channel(db: int) -> str:
+    """Pub/sub channels are server-wide, not per db: name them after the db, so two
+    deployments on one Redis server never hear each other's events or pause/resume."""
+    return f"lh:{db}:events"
+
+
+def control_channel(db: int) -> str:
+    return f"lh:{db}:control"
 
 
 def now_ms() -> int:
@@ -30,6 +38,9 @@ def task_id_for(market_symbol: str, fill_id: str) -> str:
 class Store:
     def __init__(self, client: redis.Redis):
         self.r = client
+        db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        self.events_channel = events_channel(db)
+        self.control_channel = control_channel(db)
         self._record_fill = client.register_script(_RECORD_FILL)
         self._record_fill_inflight = client.register_script(_RECORD_FILL_INFLIGHT)
         self._open_leg = client.register_script(_OPEN_LEG)
@@ -66,7 +77,7 @@ class Store:
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hincrby(f"lh:stats:{market}", "fills", len(events))
             for event in events:
-                pipe.publish(EVENTS_CHANNEL, json.dumps(event, default=_json_default))
+                pipe.publish(self.events_channel, json.dumps(event, default=_json_default))
             pipe.get(f"lh:a_filled:{market}")
             pipe.get(f"lh:hedged:{market}")
             pipe.scard(f"lh:pending:{market}")
@@ -221,7 +232,7 @@ class Store:
         return removed
 
     def publish_control(self, message: dict[str, Any]) -> None:
-        self.r.publish(CONTROL_CHANNEL, json.dumps(message))
+        self.r.publish(self.control_channel, json.dumps(message))
 
     def set_state(self, market: str, state: str) -> None:
         self.r.hset("lh:state", market, json.dumps({"state": state, "ts_ms": now_ms()}))
@@ -249,7 +260,7 @@ class Store:
         return stats
 
     def publish_event(self, event: dict[str, Any]) -> None:
-        self.r.publish(EVENTS_CHANNEL, json.dumps(event, default=_json_default))
+        self.r.publish(self.events_channel, json.dumps(event, default=_json_default))
 
 
 @dataclass(frozen=True)
