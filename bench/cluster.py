@@ -21,6 +21,7 @@ import yaml
 
 from venue.keys import read_key_file, write_key_file
 from venue.sim.harness import SimProcess, free_port, start_sim
+from venue.sim.harness import wait_until as harness_wait_until
 
 A, B, C, MASTER = 281001, 281002, 281003, 281000  # C: the floor script's own account
 KEY_A, KEY_B, KEY_C = 3, 4, 5
@@ -31,14 +32,8 @@ LOCK_PREFIX = "lighter-hedge:test-db-lock:"  # shared with tests/conftest.py: ne
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.002) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for: {what}")
-        time.sleep(interval_s)
+    """Fine-grained polling: the benchmarks time what they wait for."""
+    return harness_wait_until(predicate, timeout_s, what, interval_s)
 
 
 def lock_redis_db() -> tuple[str, Callable[[], None]]:

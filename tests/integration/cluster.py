@@ -16,23 +16,11 @@ from typing import Any, Callable
 
 import yaml
 
-from venue.sim.harness import SimProcess, start_sim
+from venue.sim.harness import SimProcess, start_sim, wait_until  # noqa: F401 (re-exported for tests)
 
 A, B, MASTER = 281001, 281002, 281000
 ETH = 0
 BIN = Path(sys.executable).parent
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Wait for a condition with a deadline; fail saying what did not happen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        time.sleep(interval_s)
 
 
 class Cluster:

@@ -10,7 +10,7 @@ import pytest
 
 from venue.sim.config import parse_sim_config
 from venue.sim.engine import Engine
-from venue.sim.harness import SimProcess, start_sim
+from venue.sim.harness import SimProcess, start_sim, wait_until
 
 ACCOUNT_A, KEY_A = 281001, 3
 ACCOUNT_B, KEY_B = 281002, 4
@@ -18,19 +18,6 @@ ACCOUNT_B, KEY_B = 281002, 4
 # The loopback simulator must never be reached through a proxy.
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition",
-               poll_s: float = 0.02) -> Any:
-    """Polls `predicate` until truthy (returns its value) or fails after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(poll_s)
 
 
 def order_tx(nonce: int, *, account: int = ACCOUNT_A, key: int = KEY_A, market: int = 0,

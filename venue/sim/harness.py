@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
@@ -35,6 +35,22 @@ class AdminCallError(RuntimeError):
         super().__init__(f"admin {path} -> HTTP {status}: {body}")
         self.status = status
         self.body = body
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition",
+               interval_s: float = 0.02) -> Any:
+    """Poll `predicate` until truthy (returns its value); fail after `timeout_s` saying what did not happen.
+
+    Shared by the tests and the benchmarks: wait on a condition with a deadline, never sleep-and-hope.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
+        time.sleep(interval_s)
 
 
 def free_port() -> int:
