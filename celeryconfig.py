@@ -2,7 +2,7 @@
 
 Broker and backend come from config.yaml's redis section (LH_REDIS_URL overrides it).
 """
-from ops.settings import load_config
+from ops.settings import load_config, result_keyprefix
 
 _cfg = load_config()
 
@@ -22,7 +22,8 @@ worker_prefetch_multiplier = 1
 # Longest hedge: all retries with backoff capped at retry_backoff_max_s, plus sends.
 # Redelivery after this long would start a second copy of a still-running hedge.
 broker_transport_options = {"visibility_timeout": 3600}
-result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0},
+                                    "global_keyprefix": result_keyprefix(_cfg.result_backend_url)}
 
 task_serializer = "json"
 result_serializer = "json"

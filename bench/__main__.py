@@ -16,6 +16,7 @@ import time
 from decimal import Decimal
 
 from bench.cluster import A, B, C, BenchCluster, percentile, wait_until
+from tasks.store import Store
 
 FILL = Decimal("0.0050")  # ETH's min_base_amount on the simulator: every fill can be hedged alone
 TARGETS = {"ratio_p50": 1.5, "ratio_p99": 3.0, "burst_time_to_zero_s": 2.0, "burst_hedge_orders": 20}
@@ -63,7 +64,8 @@ def latency(n_fills: int, per_order: int, floor_n: int, gap_s: float, keep: bool
         # Celery's Redis backend publishes each result on a channel named like its key; channels are
         # shared by every db of the server, so the key in our own db is what counts.
         results = c.r.pubsub(ignore_subscribe_messages=True)
-        results.psubscribe("celery-task-meta-hedge-ETH-*")
+        result_key = Store(c.r).result_key
+        results.psubscribe(result_key("hedge-ETH-*"))
         done = 0
         t_start = time.monotonic()
         while done < n_fills:
@@ -73,7 +75,7 @@ def latency(n_fills: int, per_order: int, floor_n: int, gap_s: float, keep: bool
                 trade_id = str(c.fill(order, [str(FILL)])[0])
                 # Redis pub/sub channels are shared by every db of the server: poll our own db's
                 # result key instead of listening for hedge.done.
-                meta = _wait_result(c, results, f"celery-task-meta-hedge-ETH-{trade_id}")
+                meta = _wait_result(c, results, result_key(f"hedge-ETH-{trade_id}"))
                 if meta.get("status") != "SUCCESS":
                     raise RuntimeError(f"hedge of fill {trade_id} failed: {meta}")
                 remaining -= FILL

@@ -11,6 +11,18 @@ MAX_CLIENT_ORDER_INDEX = 2**48 - 1
 BPS = Decimal(10_000)
 
 
+LEG_SEQ_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def leg_seq_start(now_ms: int) -> int:
+    """Where a market's leg sequence starts when the ledger has none (first run, or Redis lost its
+    data): milliseconds since 2026-01-01. Every earlier leg was numbered from an earlier start plus
+    one per leg, so a restart reuses no number unless legs averaged more than one per millisecond.
+    Fits the 2**40 legs of a market's range until about 2060.
+    """
+    return now_ms - LEG_SEQ_EPOCH_MS
+
+
 def leg_client_order_index(market_index: int, leg_no: int) -> int:
     """B's client_order_index for hedge leg `leg_no` (the market's ledger sequence number).
 

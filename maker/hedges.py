@@ -73,9 +73,8 @@ class HedgeDispatcher:
 
     def hedge_leftover(self, market: str) -> str | None:
         """A fill counted but whose hedge was never enqueued (a crash between the two) is hedged by
-        running the task again for the market's latest fill: it hedges whatever is unhedged."""
-        if self.store.inflight(market):
-            return None
+        running the task again for the market's latest fill: it hedges whatever is unhedged. Tasks
+        already queued are not a reason to skip: one more finds nothing left and costs nothing."""
         fills = self.store.fills(market)
         if not fills:
             return None

@@ -138,10 +138,11 @@ class MarketLoop:
             log.warning("event=maker.cancel_leftover market=%s order_index=%s", self.symbol, order.order_index)
             await self.client.cancel(self.market.market_index, order.order_index)
         try:
-            await self._wait_hedges()
-            if self.spec.is_orderable(self.spec.base_from_int(self.store.ledger(self.symbol).unhedged)):
+            if not self._covered():
+                # A fill counted whose task never reached the broker (the maker died between the
+                # two), or a leg in doubt: one more task for the market hedges whatever is left.
                 self.dispatcher.hedge_leftover(self.symbol)
-                await self._wait_hedges()
+            await self._wait_hedges()
             await self._reconcile(at_start=True)
         except Paused:
             pass

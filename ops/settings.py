@@ -47,3 +47,17 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
 def _replace_keys_file(cfg: Config, keys_file: str) -> Config:
     from dataclasses import replace
     return replace(cfg, keys_file=keys_file)
+
+
+def redis_db(url: str) -> int:
+    """The db number of a redis:// URL (0 when none is given)."""
+    from urllib.parse import urlsplit
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def result_keyprefix(result_backend_url: str) -> str:
+    """Celery's Redis result backend publishes each result on a channel named like its key, and
+    pub/sub channels are server-wide: prefixing keys with the db keeps deployments (and test runs)
+    that share a server, and may reuse task ids, from reading each other's results."""
+    return f"lh{redis_db(result_backend_url)}:"

@@ -66,7 +66,7 @@ def flower_password(run_dir: Path) -> str:
 def clear_paper_state(store) -> None:
     """Paper mode: the simulator starts empty, so the last run's registry, pauses, stream cutoff
     and results describe an exchange that no longer exists. Only our own keys are removed."""
-    for pattern in ("lh:*", "celery-task-meta-*", "_kombu*", "unacked*"):
+    for pattern in ("lh:*", "lh[0-9]*:celery-task-meta-*", "celery-task-meta-*", "_kombu*", "unacked*"):
         keys = list(store.r.scan_iter(match=pattern, count=500))
         if keys:
             store.r.delete(*keys)

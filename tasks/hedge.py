@@ -12,10 +12,15 @@ market while any leg there is in doubt.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from decimal import Decimal
 from typing import Any
+
+import aiohttp
+import lighter
+import redis
 
 from hedge.config import Config, ConfigError
 from hedge.fill import Fill, InvalidFill, signed
@@ -39,6 +44,12 @@ class TransientHedgeError(Exception):
 
 class PermanentHedgeError(Exception):
     """Fail at once: retrying cannot help (bad fill, unknown market, venue's definite reject)."""
+
+
+# Retried like TransientHedgeError: a Redis or venue-read hiccup anywhere in a hedge. Safe,
+# because every order's intent is written ahead and a retry resolves it before sending anything.
+RETRY_ON = (TransientHedgeError, redis.ConnectionError, redis.TimeoutError, aiohttp.ClientError,
+            asyncio.TimeoutError, lighter.ApiException)
 
 
 def market_symbol(cfg: Config, fill_msg: Any) -> str:

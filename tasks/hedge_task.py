@@ -10,7 +10,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from tasks import metrics, runtime
 from tasks.celery_app import app
-from tasks.hedge import PermanentHedgeError, TransientHedgeError, hedge_one, market_symbol
+from tasks.hedge import RETRY_ON, PermanentHedgeError, hedge_one, market_symbol
 
 log = logging.getLogger("tasks.hedge_task")
 _strategy = runtime.config().strategy
@@ -52,7 +52,7 @@ def _fill_arg(args: tuple, kwargs: dict) -> Any:
 
 
 @app.task(bind=True, base=HedgeTask, name="tasks.hedge_fill",
-          autoretry_for=(TransientHedgeError,), dont_autoretry_for=(PermanentHedgeError,),
+          autoretry_for=RETRY_ON, dont_autoretry_for=(PermanentHedgeError,),
           retry_backoff=1, retry_backoff_max=_strategy.retry_backoff_max_s, retry_jitter=True,
           max_retries=_strategy.max_retries)
 def hedge_fill(self: Task, fill: dict) -> dict:

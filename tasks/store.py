@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from hedge.plan import leg_client_order_index
+from hedge.plan import leg_client_order_index, leg_seq_start
 
 
 
@@ -41,6 +41,7 @@ class Store:
         db = int(client.connection_pool.connection_kwargs.get("db") or 0)
         self.events_channel = events_channel(db)
         self.control_channel = control_channel(db)
+        self._result_prefix = f"lh{db}:celery-task-meta-"  # celeryconfig: ops.settings.result_keyprefix
         self._record_fill = client.register_script(_RECORD_FILL)
         self._record_fill_inflight = client.register_script(_RECORD_FILL_INFLIGHT)
         self._open_leg = client.register_script(_OPEN_LEG)
@@ -117,6 +118,7 @@ class Store:
 
         `client_order_index_for(leg_no)` derives the venue index from the ledger's sequence.
         """
+        self.r.set(f"lh:leg_seq:{market}", leg_seq_start(now_ms()), nx=True)
         leg_no = int(self.r.incr(f"lh:leg_seq:{market}"))
         leg = dict(leg, leg=leg_no, client_order_index=client_order_index_for(leg_no), state="PENDING")
         with self.r.pipeline(transaction=True) as pipe:
@@ -139,7 +141,7 @@ class Store:
         count, leg_no = self._open_leg(
             keys=[f"lh:hedge_times:{market}", f"lh:leg_seq:{market}", f"lh:legs:{market}", f"lh:pending:{market}"],
             args=[now, f"{now}:{time.perf_counter_ns()}", window_s * 1000, window_s * 2, limit_per_minute,
-                  market_index, body])
+                  market_index, body, leg_seq_start(now)])
         if not leg_no:
             return None, int(count)
         leg_no = int(leg_no)
@@ -188,6 +190,10 @@ class Store:
             pipe.zcard(key)
             pipe.expire(key, window_s * 2)
             return int(pipe.execute()[2])
+
+    def result_key(self, task_id: str) -> str:
+        """Where the result backend (in this store's db) keeps a task's result."""
+        return f"{self._result_prefix}{task_id}"
 
     # ---- in-flight and failed hedges ----------------------------------------------------------
 
@@ -301,7 +307,7 @@ return 0
 
 # Rate window + write-ahead of one hedge leg, atomically. KEYS: hedge_times, leg_seq, legs, pending.
 # ARGV: now_ms, member, window_ms, expire_s, limit, market_index, leg JSON with "leg":0 and
-# "client_order_index":0 placeholders (filled in here, as integers).
+# "client_order_index":0 placeholders (filled in here, as integers), the sequence's start (leg_seq_start).
 _OPEN_LEG = """
 local now = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], now, ARGV[2])
@@ -311,6 +317,8 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 if count > tonumber(ARGV[5]) then
   return {count, 0}
 end
+-- No sequence (first run, or Redis lost its data): start from the clock, past every index used before.
+redis.call('SET', KEYS[2], ARGV[8], 'NX')
 local leg_no = redis.call('INCR', KEYS[2])
 local coi = string.format('%.0f', tonumber(ARGV[6]) * 1099511627776 + leg_no)
 local body = string.gsub(ARGV[7], '"leg": 0,', '"leg": ' .. leg_no .. ',', 1)

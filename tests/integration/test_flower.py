@@ -98,7 +98,7 @@ def hedge_one_fill(c, flower: Flower) -> tuple[str, str, dict]:
 
 
 def result_meta(c, task_id: str) -> dict | None:
-    raw = c.store.r.get(f"celery-task-meta-{task_id}")
+    raw = c.store.r.get(c.store.result_key(task_id))
     return json.loads(raw) if raw else None
 
 

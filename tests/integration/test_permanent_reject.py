@@ -36,7 +36,7 @@ def test_not_enough_margin_on_b_fails_the_hedge_at_once_and_pauses_a(make_cluste
     filled_at = time.monotonic()
 
     def final_result():
-        raw = c.store.r.get(f"celery-task-meta-{task_id}")
+        raw = c.store.r.get(c.store.result_key(task_id))
         meta = json.loads(raw) if raw else None
         return meta if meta and meta["status"] in ("SUCCESS", "FAILURE") else None
 

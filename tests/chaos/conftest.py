@@ -1,0 +1,86 @@
+"""Fixtures of the chaos suite: a Redis db of our own (tests/conftest.py), throwaway API keys,
+chaos clusters that are always torn down, and the per-kind figures printed at the end."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from hedge.config import parse_config
+from tests.chaos.harness import A, B, ChaosCluster, PrivateRedis, RedisTap, summary_lines
+from venue.keys import ensure_paper_keys
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["LH_REDIS_URL"]  # chosen and locked by tests/conftest.py
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chaos-keys") / "keys.json"
+    cfg = parse_config({
+        "lighter": {"base_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/stream"},
+        "redis": {"url": "redis://127.0.0.1:6379/0"}, "keys_file": str(path),
+        "accounts": {"account_a": {"account_index": A, "api_key_index": 3},
+                     "account_b": {"account_index": B, "api_key_index": 4}},
+        "markets": {"ETH": {"quantity": "0.05"}}, "strategy": {}})
+    ensure_paper_keys(cfg)
+    return str(path)
+
+
+@pytest.fixture
+def chaos(tmp_path, redis_url, keys_file):
+    """make(seed, ...) -> a fresh ChaosCluster on the run's private db (flushed first).
+
+    make(..., tap=True) routes the worker's Redis traffic through a RedisTap (cluster.tap);
+    make(..., private_redis=True) runs everything on a throwaway redis-server (cluster.private_redis).
+    Every process, tap and server started here is killed at teardown."""
+    made: list = []
+
+    def make(seed: int, *, tap: bool = False, maker_tap: bool = False, private_redis: bool = False, **kwargs) -> ChaosCluster:
+        workdir = tmp_path / f"c{len(made)}-seed{seed}"
+        workdir.mkdir()
+        server = None
+        if private_redis:
+            server = PrivateRedis(workdir)
+            made.append(server)
+            url, db, port = server.url(0), 0, server.port
+        else:
+            url = redis_url
+            redis.Redis.from_url(url).flushdb()
+            db = int(url.rsplit("/", 1)[1])
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+        proxy = None
+        if tap:
+            proxy = RedisTap(port)
+            made.append(proxy)
+        mproxy = None
+        if maker_tap:
+            mproxy = RedisTap(port)
+            made.append(mproxy)
+        cluster = ChaosCluster(workdir, url, keys_file, seed=seed,
+                               worker_redis_url=proxy.url(db) if proxy else None,
+                               maker_redis_url=mproxy.url(db) if mproxy else None, **kwargs)
+        cluster.maker_tap = mproxy
+        cluster.tap = proxy
+        cluster.private_redis = server
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for thing in reversed(made):
+        try:
+            thing.close()
+        except Exception:  # keep tearing the rest down
+            pass
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = summary_lines()
+    if len(lines) > 1:
+        terminalreporter.section("chaos figures")
+        for line in lines:
+            terminalreporter.write_line(line)
