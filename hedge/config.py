@@ -112,6 +112,10 @@ def parse_config(raw: Any) -> Config:
     redis_url = _url(redis, "redis.url", ("redis://", "rediss://", "unix://"))
     result_backend_url = redis.get("result_backend_url") or redis_url
     _url({"x": result_backend_url}, "redis.result_backend_url", ("redis://", "rediss://", "unix://"), key="x")
+    for name, url in (("redis.url", redis_url), ("redis.result_backend_url", result_backend_url)):
+        if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+            raise ConfigError(f"{name}: a rediss:// URL needs ?ssl_cert_reqs=required (or optional, none); "
+                              f"Celery refuses it otherwise")
     keys_file = raw.get("keys_file")
     if keys_file is not None and not isinstance(keys_file, str):
         raise ConfigError(f"keys_file: expected a file path or null, got {keys_file!r}")

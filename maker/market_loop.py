@@ -24,8 +24,9 @@ from venue.client import OrderView, VenueClient
 log = logging.getLogger("maker.loop")
 
 ORDER_CHECK_INTERVAL_S = 2.0   # while resting, re-read the order now and then (a cancel by the venue sends no trade)
-FILLS_ARRIVE_TIMEOUT_S = 10.0
-COVERAGE_CHECK_S = 2.0         # while waiting on a hedge result, look at the ledger this often  # an order's fills reach us over the stream after its final state
+FILLS_ARRIVE_TIMEOUT_S = 10.0  # an order's fills reach us over the stream after its final state
+COVERAGE_CHECK_S = 2.0         # while waiting on a hedge result, look at the ledger this often
+ORDER_IN_DOUBT_GRACE_S = 2.0   # an order of A the venue does not know this long after sending never arrived
 
 
 class Paused(Exception):
@@ -257,6 +258,7 @@ class MarketLoop:
                 metrics.ROUND_PHASE_SECONDS.labels(self.symbol, phase).inc(seconds)
 
     async def _round_inner(self) -> None:
+        await self._resolve_written_order()
         await self._wait_for_hedger()
         if self._reconcile_due or time.monotonic() - self._reconciled_at > self.cfg.strategy.reconcile_interval_s:
             await self._reconcile(at_start=False)
@@ -277,6 +279,7 @@ class MarketLoop:
             placed = await self._place(order)
             if placed is not None:
                 await self._rest_until_done(order, placed)
+                self.store.close_maker_order(self.symbol)  # final at the venue, fills all seen
         finally:
             self.resting = None
         self.state = "HEDGING"
@@ -288,13 +291,39 @@ class MarketLoop:
                      self.store.stats(self.symbol).get("rounds"))
         self.state = "FLAT" if position == 0 else "LONG"
 
+    async def _resolve_written_order(self) -> None:
+        """An order of A written ahead but never seen final (the maker crashed, or its answer was in
+        doubt): ask the venue by client order index, cancel it if it still rests, then forget it.
+        Nothing new is quoted on the market before this. Its fills reach the stream like any other."""
+        record = self.store.maker_order(self.symbol)
+        if record is None:
+            return
+        coi = record["client_order_index"]
+        grace_left_s = record["sent_ms"] / 1000 + ORDER_IN_DOUBT_GRACE_S - time.time()
+        view = await self.client.wait_order_final(coi, max(0.0, grace_left_s))
+        if view is not None and not view.is_final:
+            outcome = await self.client.cancel(self.market.market_index, view.order_index)
+            log.info("event=maker.cancel market=%s client_order_index=%d outcome=%s", self.symbol, coi,
+                     outcome.describe())
+            view = await self.client.wait_order_final(coi, 5.0)
+            if view is None or not view.is_final:
+                self._pause(f"A's order {coi} (written ahead) still rests after a cancel")
+        log.info("event=maker.order_resolved market=%s client_order_index=%d status=%s filled=%s", self.symbol,
+                 coi, view.status if view else "never-arrived", view.filled_base if view else 0)
+        self.store.close_maker_order(self.symbol)
+
     async def _place(self, order: RestingOrder) -> OrderView | None:
         q = order.quote
+        self.store.open_maker_order(self.symbol, {
+            "client_order_index": order.client_order_index, "side": q.side, "base": str(q.base_amount),
+            "price": str(q.price), "reduce_only": q.reduce_only, "sent_ms": int(time.time() * 1000)})
         outcome = await self.client.place_limit(self.spec, order.client_order_index, q.side == SELL,
                                                 q.base_amount, q.price, self.market.post_only, q.reduce_only)
         log.info("event=maker.order market=%s client_order_index=%d side=%s base=%s price=%s reduce_only=%s "
                  "outcome=%s", self.symbol, order.client_order_index, q.side, q.base_amount, q.price,
                  q.reduce_only, outcome.describe())
+        if outcome.kind in (errors.REJECTED, errors.RETRYABLE):
+            self.store.close_maker_order(self.symbol)  # definitely not at the venue
         if outcome.kind == errors.REJECTED:
             self._pause(f"venue rejected A's order: {outcome.describe()}")
         if outcome.kind == errors.RETRYABLE:

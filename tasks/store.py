@@ -195,6 +195,19 @@ class Store:
         """Where the result backend (in this store's db) keeps a task's result."""
         return f"{self._result_prefix}{task_id}"
 
+    # ---- A's order, written ahead (the maker's leg) ---------------------------------------------
+
+    def open_maker_order(self, market: str, record: dict[str, Any]) -> None:
+        """A's order intent, stored before the wire call; cleared once the venue's final word is known."""
+        self.r.set(f"lh:maker_order:{market}", json.dumps(record))
+
+    def maker_order(self, market: str) -> dict[str, Any] | None:
+        raw = self.r.get(f"lh:maker_order:{market}")
+        return json.loads(raw) if raw else None
+
+    def close_maker_order(self, market: str) -> None:
+        self.r.delete(f"lh:maker_order:{market}")
+
     # ---- in-flight and failed hedges ----------------------------------------------------------
 
     def mark_inflight(self, market: str, task_id: str) -> None:

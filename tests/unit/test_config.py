@@ -131,3 +131,12 @@ def test_unknown_market_lookup_names_the_configured_ones():
     cfg = parse_config(good())
     with pytest.raises(ConfigError, match="ETH"):
         cfg.market("SOL")
+
+
+def test_rediss_url_must_say_how_to_check_the_certificate():
+    raw = yaml.safe_load(REPO_CONFIG.read_text())
+    raw["redis"] = {"url": "rediss://:pw@redis.example:6380/0"}
+    with pytest.raises(ConfigError, match=r"redis\.url: a rediss:// URL needs \?ssl_cert_reqs="):
+        parse_config(raw)
+    raw["redis"] = {"url": "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required"}
+    assert parse_config(raw).redis_url.endswith("ssl_cert_reqs=required")
