@@ -181,16 +181,6 @@ class Store:
     def legs(self, market: str) -> list[dict[str, Any]]:
         return sorted((json.loads(v) for v in self.r.hvals(f"lh:legs:{market}")), key=lambda leg: leg["leg"])
 
-    def note_hedge_sent(self, market: str, window_s: int = 60) -> int:
-        """Record a hedge order now; how many were sent in the last window (risk limit)."""
-        key, now = f"lh:hedge_times:{market}", now_ms()
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {f"{now}:{time.perf_counter_ns()}": now})
-            pipe.zremrangebyscore(key, 0, now - window_s * 1000)
-            pipe.zcard(key)
-            pipe.expire(key, window_s * 2)
-            return int(pipe.execute()[2])
-
     def result_key(self, task_id: str) -> str:
         """Where the result backend (in this store's db) keeps a task's result."""
         return f"{self._result_prefix}{task_id}"

@@ -194,6 +194,12 @@ class VenueClient:
             account_index=self.account_index, market_id=market_index, authorization=self._auth())
         return [OrderView.from_model(o) for o in (orders.orders or [])]
 
+    async def inactive_orders(self, market_index: int, limit: int = 100) -> list[OrderView]:
+        """Filled and cancelled orders, newest first."""
+        orders = await self.order_api.account_inactive_orders(
+            account_index=self.account_index, limit=limit, market_id=market_index, authorization=self._auth())
+        return [OrderView.from_model(o) for o in (orders.orders or [])]
+
     async def position(self, market_index: int) -> Decimal:
         """Signed position (long > 0) on a market; 0 when the account holds none."""
         return (await self.positions()).get(market_index, Decimal(0))

@@ -63,6 +63,8 @@ def test_orders_reads_and_decimals(sim, private_keys):
             assert outcome.accepted
             cancelled = await client.order_by_client_index(1001)
             assert cancelled.status == "canceled" and cancelled.is_final
+            inactive = await client.inactive_orders(ETH)
+            assert [o.order_index for o in inactive if o.client_order_index == 1001] == [cancelled.order_index]
             assert await client.active_orders(ETH) == []
 
             # A market buy inside a 1% worst price fills completely.
