@@ -15,7 +15,7 @@ import sys
 import time
 from decimal import Decimal
 
-from bench.cluster import A, B, C, BenchCluster, percentile, wait_until
+from bench.cluster import B, C, BenchCluster, percentile, wait_until
 from tasks.store import Store
 
 FILL = Decimal("0.0050")  # ETH's min_base_amount on the simulator: every fill can be hedged alone

@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import click
-import redis
 
 from hedge.config import Config
 from ops import supervise

@@ -55,7 +55,7 @@ async def client() -> VenueClient:
 
 
 def shutdown() -> None:
-    global _client, _loop
+    global _client
     if _client is not None and _loop is not None and not _loop.is_closed():
         _loop.run_until_complete(_client.close())
     _client = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import redis
 
 BASE_REDIS = os.environ.get("LH_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -34,3 +35,26 @@ def pytest_unconfigure(config):
     if _LOCK:
         redis.Redis.from_url(_LOCK["url"]).flushdb()
         _LOCK["client"].delete(_LOCK["key"])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The run's own Redis db (chosen and locked above)."""
+    return os.environ["LH_REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory) -> str:
+    """Throwaway API keys for accounts A (281001, key 3) and B (281002, key 4), in a 0600 key file."""
+    from hedge.config import parse_config
+    from venue.keys import ensure_paper_keys
+
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    cfg = parse_config({
+        "lighter": {"base_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/stream"},
+        "redis": {"url": "redis://127.0.0.1:6379/0"}, "keys_file": str(path),
+        "accounts": {"account_a": {"account_index": 281001, "api_key_index": 3},
+                     "account_b": {"account_index": 281002, "api_key_index": 4}},
+        "markets": {"ETH": {"quantity": "0.05"}}, "strategy": {}})
+    ensure_paper_keys(cfg)
+    return str(path)

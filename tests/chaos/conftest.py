@@ -2,32 +2,10 @@
 chaos clusters that are always torn down, and the per-kind figures printed at the end."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import redis
 
-from hedge.config import parse_config
-from tests.chaos.harness import A, B, ChaosCluster, PrivateRedis, RedisTap, summary_lines
-from venue.keys import ensure_paper_keys
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ["LH_REDIS_URL"]  # chosen and locked by tests/conftest.py
-
-
-@pytest.fixture(scope="session")
-def keys_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("chaos-keys") / "keys.json"
-    cfg = parse_config({
-        "lighter": {"base_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/stream"},
-        "redis": {"url": "redis://127.0.0.1:6379/0"}, "keys_file": str(path),
-        "accounts": {"account_a": {"account_index": A, "api_key_index": 3},
-                     "account_b": {"account_index": B, "api_key_index": 4}},
-        "markets": {"ETH": {"quantity": "0.05"}}, "strategy": {}})
-    ensure_paper_keys(cfg)
-    return str(path)
+from tests.chaos.harness import ChaosCluster, PrivateRedis, RedisTap, summary_lines
 
 
 @pytest.fixture

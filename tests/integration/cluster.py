@@ -9,10 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+
 
 import yaml
 
