@@ -12,7 +12,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-
 import yaml
 
 from venue.sim.harness import SimProcess, start_sim, wait_until  # noqa: F401 (re-exported for tests)
