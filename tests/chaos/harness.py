@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -435,6 +434,13 @@ def record_hedges(kind: str, c: ChaosCluster, before: set[int] | None = None) ->
     FIGURES[kind].hedges += len(executed_b_orders(c) - (before or set()))
 
 
+def record_recovered(kind: str, c: ChaosCluster, executed_before: set[int], started: float) -> None:
+    """One injected fault and its recovery: counted, the hedges it took, how long it lasted."""
+    record_scenario(kind, faults=1)
+    record_hedges(kind, c, executed_before)
+    FIGURES[kind].seconds += time.monotonic() - started
+
+
 def summary_lines() -> list[str]:
     lines = [FIGURES[k].line(k) for k in sorted(FIGURES)]
     total = sum(f.scenarios for f in FIGURES.values())
@@ -455,5 +461,5 @@ def dump_logs(c: ChaosCluster, names=("worker", "maker")) -> str:
 
 
 __all__ = ["A", "B", "ETH", "ChaosCluster", "RedisTap", "PrivateRedis", "check_invariants", "FIGURES",
-           "record_scenario", "record_hedges", "summary_lines", "wait_until", "rounds", "SOAK", "MIN_BASE",
+           "record_scenario", "record_hedges", "record_recovered", "summary_lines", "wait_until", "rounds", "SOAK", "MIN_BASE",
            "dump_logs", "json", "Callable"]

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.chaos.harness import (SOAK, B, FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, rounds, wait_until)
+from tests.chaos.harness import (B, FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
+                                 last_trade_id, record_recovered, rounds, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -45,11 +45,7 @@ def test_maker_kill9_mid_order(chaos):
             c.start_maker()
             check_invariants(c, kind, since_trade_id=since, timeout_s=45)
             c.set_faults()
-            fig = FIGURES[kind]
-            fig.scenarios += 1
-            fig.faults_injected += 1
-            fig.hedges += len(executed_b_orders(c) - executed_before)
-            fig.seconds += time.monotonic() - started
+            record_recovered(kind, c, executed_before, started)
     except BaseException:
         print(f"plan={plan}")
         print(dump_logs(c))
@@ -62,7 +58,6 @@ def test_maker_kill9_after_fill_counted_before_hedge_enqueued(chaos):
     Nothing else can cover that fill (one fill, no later task), so only the restarted maker's own
     recovery can hedge it; allowed up to hedge_wait_timeout_s (20 s) + 25 s."""
     seed = 602
-    rng = random.Random(seed)
     c = chaos(seed, maker_tap=True)
     c.start_worker()
     c.start_maker()

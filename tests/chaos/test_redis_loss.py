@@ -12,8 +12,8 @@ import time
 import pytest
 import redis
 
-from tests.chaos.harness import (FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, rounds, wait_until)
+from tests.chaos.harness import (check_invariants, dump_logs, executed_b_orders, fill_round, last_trade_id,
+                                 record_recovered, rounds, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -85,11 +85,7 @@ def _run(chaos, seed: int, restart_all: bool, check_coi: bool, label: str = "red
                     c.procs.pop(name, None)
                     start()
             check_invariants(c, kind, since_trade_id=since, timeout_s=45, check_coi=check_coi)
-            fig = FIGURES[kind]
-            fig.scenarios += 1
-            fig.faults_injected += 1
-            fig.hedges += len(executed_b_orders(c) - executed_before)
-            fig.seconds += time.monotonic() - started
+            record_recovered(kind, c, executed_before, started)
     except BaseException:
         print(f"plan={plan} redis_keys={sorted(c.store.r.keys('*'))} hedge.b_len={c.store.r.llen('hedge.b')}")
         print(dump_logs(c))

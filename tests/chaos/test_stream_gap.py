@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.chaos.harness import (MIN_BASE, FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, rounds, wait_until)
+from tests.chaos.harness import (MIN_BASE, check_invariants, dump_logs, executed_b_orders, fill_round,
+                                 last_trade_id, record_recovered, rounds, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -51,11 +51,7 @@ def test_stream_gaps_with_fills_during_the_gap(chaos):
                            or c.paused_reason(), 30, "the gap's fills hedged with the stream silent")
                 c.sim.admin("/admin/ws/pause", {"paused": False})
             check_invariants(c, kind, since_trade_id=since, timeout_s=40)
-            fig = FIGURES[kind]
-            fig.scenarios += 1
-            fig.faults_injected += 1
-            fig.hedges += len(executed_b_orders(c) - executed_before)
-            fig.seconds += time.monotonic() - started
+            record_recovered(kind, c, executed_before, started)
     except BaseException:
         print(f"plan={plan}")
         print(dump_logs(c))

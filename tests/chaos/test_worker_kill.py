@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from tests.chaos.harness import (B, FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, rounds, wait_until)
+from tests.chaos.harness import (B, check_invariants, dump_logs, executed_b_orders, fill_round,
+                                 last_trade_id, record_recovered, rounds, wait_until)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -98,11 +98,7 @@ def test_worker_kill9_at_each_step_of_a_hedge(chaos):
             crash_at(c, step, rng)
             c.start_worker()
             check_invariants(c, kind, since_trade_id=since, timeout_s=45)
-            fig = FIGURES[kind]
-            fig.scenarios += 1
-            fig.faults_injected += 1
-            fig.hedges += len(executed_b_orders(c) - executed_before)
-            fig.seconds += time.monotonic() - started
+            record_recovered(kind, c, executed_before, started)
     except BaseException:
         print(f"plan={plan}")
         print(dump_logs(c))
