@@ -19,6 +19,8 @@ from bench.cluster import B, C, BenchCluster, percentile, wait_until
 from tasks.store import Store
 
 FILL = Decimal("0.0050")  # ETH's min_base_amount on the simulator: every fill can be hedged alone
+FILL_DELAY_MS = 5
+FLOOR_BLOCK = 20  # floor samples taken together, between hedges
 TARGETS = {"ratio_p50": 1.5, "ratio_p99": 3.0, "burst_time_to_zero_s": 2.0, "burst_hedge_orders": 20}
 
 
@@ -28,14 +30,36 @@ def emit(key: str, value: object) -> None:
     print(f"{key}={value}", flush=True)
 
 
-def floor_samples(c: BenchCluster, n: int, coi_base: int) -> list[float]:
-    proc = subprocess.run([sys.executable, "-m", "bench.floor", "--base-url", c.sim.base_url,
-                           "--redis-url", c.redis_url, "--keys-file", c.keys_file, "--account", str(C),
-                           "--n", str(n), "--coi-base", str(coi_base)],
-                          capture_output=True, text=True, timeout=300, env=c.env())
-    if proc.returncode != 0:
-        raise RuntimeError(f"floor script failed: {proc.stderr[-2000:]}")
-    return [us / 1000 for us in json.loads(proc.stdout.strip().splitlines()[-1])["samples_us"]]
+class Floor:
+    """The floor probe (bench/floor.py) as a child process, asked for samples between hedges."""
+
+    def __init__(self, c: BenchCluster, coi_base: int = 1_000_000):
+        self._log = open(c.workdir / "floor.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "--base-url", c.sim.base_url, "--redis-url", c.redis_url,
+             "--keys-file", c.keys_file, "--account", str(C), "--coi-base", str(coi_base)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=c.env())
+        self._answer()  # warmed up
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(30)
+            raise RuntimeError(f"floor probe exited with {self.proc.returncode}; see {self._log.name}")
+        return json.loads(line)
+
+    def samples(self, n: int) -> list[float]:
+        """n samples now, in milliseconds."""
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        return [us / 1000 for us in self._answer()["samples_us"]]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        finally:
+            self._log.close()
 
 
 def _final(raw: str | None) -> dict | None:
@@ -43,15 +67,16 @@ def _final(raw: str | None) -> dict | None:
     return meta if meta and meta.get("status") in ("SUCCESS", "FAILURE") else None
 
 
-def _wait_result(c: BenchCluster, results, key: str, timeout_s: float = 30) -> dict:
-    """Block (no busy polling: it would steal CPU from the processes measured) until the result."""
+def _next_result(results, timeout_s: float = 30) -> dict:
+    """Block on the result backend's pub/sub (no polling: it would steal CPU from the processes
+    measured) until a hedge task's final result arrives."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        meta = _final(c.r.get(key))
+        msg = results.get_message(timeout=max(0.0, deadline - time.monotonic()))
+        meta = _final(msg["data"]) if msg and msg.get("type") == "pmessage" else None
         if meta is not None:
             return meta
-        results.get_message(timeout=0.05)
-    raise TimeoutError(f"no result at {key}\n{c.log('worker')[-3000:]}")
+    raise TimeoutError(f"no hedge result within {timeout_s}s")
 
 
 # ---- latency ------------------------------------------------------------------------------------
@@ -59,30 +84,40 @@ def _wait_result(c: BenchCluster, results, key: str, timeout_s: float = 30) -> d
 def latency(n_fills: int, per_order: int, floor_n: int, gap_s: float, keep: bool) -> int:
     with BenchCluster(quantity=str(FILL * per_order), keep_dir=keep) as c:
         c.start_worker()
-        floor = floor_samples(c, floor_n // 2, 1_000_000)
+        probe = Floor(c)
         c.start_maker()
-        # Celery's Redis backend publishes each result on a channel named like its key; channels are
-        # shared by every db of the server, so the key in our own db is what counts.
+        # Celery's Redis backend publishes each result on a channel named like its key (in our
+        # own db's prefix, so no other run's results arrive here).
         results = c.r.pubsub(ignore_subscribe_messages=True)
         result_key = Store(c.r).result_key
         results.psubscribe(result_key("hedge-ETH-*"))
+        # Floor samples in blocks spread over the run, between hedges, so that the floor and the
+        # hedges see the same machine (its speed drifts by tens of percent over minutes here).
+        blocks = max(1, floor_n // FLOOR_BLOCK)
+        fills_per_block = max(1, n_fills // blocks)
+        floor: list[float] = []
         done = 0
         t_start = time.monotonic()
         while done < n_fills:
             order = wait_until(lambda: c.active_orders(), 120, "A's resting order", 0.005)[0]
             remaining = Decimal(order["remaining_base_amount"])
             while remaining >= FILL and done < n_fills:
-                trade_id = str(c.fill(order, [str(FILL)])[0])
-                # Redis pub/sub channels are shared by every db of the server: poll our own db's
-                # result key instead of listening for hedge.done.
-                meta = _wait_result(c, results, result_key(f"hedge-ETH-{trade_id}"))
+                if done % fills_per_block == 0 and len(floor) < floor_n:
+                    floor += probe.samples(min(FLOOR_BLOCK, floor_n - len(floor)))
+                # Filled by the simulator a moment after it answers: this driver is idle, waiting on
+                # the result, while the fill is hedged; its own HTTP round trip would compete for the
+                # two cores with the maker and the worker.
+                c.fill(order, [str(FILL)], delay_ms=FILL_DELAY_MS)
+                meta = _next_result(results)
                 if meta.get("status") != "SUCCESS":
-                    raise RuntimeError(f"hedge of fill {trade_id} failed: {meta}")
+                    raise RuntimeError(f"hedge {meta.get('task_id')} failed: {meta}\n{c.log('worker')[-3000:]}")
                 remaining -= FILL
                 done += 1
                 time.sleep(gap_s)
+        if len(floor) < floor_n:
+            floor += probe.samples(floor_n - len(floor))
+        probe.close()
         run_s = time.monotonic() - t_start
-        floor += floor_samples(c, floor_n - floor_n // 2, 2_000_000)
 
         fills = {k: json.loads(v) for k, v in c.r.hgetall("lh:fills:ETH").items()}
         legs = [json.loads(v) for v in c.r.hvals("lh:legs:ETH")]

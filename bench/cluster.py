@@ -189,9 +189,11 @@ class BenchCluster:
     def orders_log(self, account: int) -> list[dict]:
         return self.sim.admin(f"/admin/orders_log?account_index={account}")["orders_log"]
 
-    def fill(self, order: dict, sizes: list[str], one_frame: bool = False) -> list[int]:
+    def fill(self, order: dict, sizes: list[str], one_frame: bool = False, delay_ms: int = 0) -> list[int]:
+        """A's order filled by trades of these sizes (their ids; none yet when delayed)."""
         return self.sim.admin("/admin/fill", {"account_index": A, "market_id": ETH, "one_frame": one_frame,
-                                              "order_index": order["order_index"], "sizes": sizes})["trade_ids"]
+                                              "order_index": order["order_index"], "sizes": sizes,
+                                              "delay_ms": delay_ms})["trade_ids"]
 
     def metrics(self, which: str) -> dict[str, float]:
         """The maker's or worker's Prometheus metrics, flattened: 'name{labels}' -> value."""

@@ -102,3 +102,49 @@ def next_quote(position: Decimal, bid_prices: list[Decimal], ask_prices: list[De
         return None
     price = levels[min(depth, len(levels)) - 1]
     return Quote(side=side, base_amount=spec.floor_base(size), price=price, reduce_only=reduce_only)
+
+
+@dataclass(frozen=True)
+class LedgerHint:
+    """A market's ledger as the maker read it in the same step that counted a fill; travels in the
+    hedge task's message so the worker can sign before reading the ledger back (see speculative_split)."""
+
+    fills: int           # fills counted on the market so far (this one included); only ever grows
+    a_filled: int        # the ledger's a_filled, venue units
+    hedged: int
+    pending_legs: int
+    leg_seq: int | None  # the market's last leg number; None before the first leg
+
+    def to_message(self) -> dict[str, int | None]:
+        return {"fills": self.fills, "a_filled": self.a_filled, "hedged": self.hedged,
+                "pending_legs": self.pending_legs, "leg_seq": self.leg_seq}
+
+    @classmethod
+    def from_message(cls, msg: object) -> "LedgerHint | None":
+        """None for anything but a well-formed hint: a hint only ever speeds a hedge up."""
+        if not isinstance(msg, dict):
+            return None
+        try:
+            seq = msg.get("leg_seq")
+            return cls(fills=int(msg["fills"]), a_filled=int(msg["a_filled"]), hedged=int(msg["hedged"]),
+                       pending_legs=int(msg["pending_legs"]), leg_seq=None if seq is None else int(seq))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def speculative_split(hint: LedgerHint | None, fills_seen: int | None, spec: MarketSpec) -> HedgeSplit | None:
+    """The hedge to sign while the ledger is still being read back, or None to read it first.
+
+    The split the hint's ledger implies, when the hint is likely still current: no leg was in
+    flight, the market has a leg sequence, and this worker has not yet read a ledger counting this
+    fill (`fills_seen`: the fill count of the last ledger it read; a fill it has seen was hedged
+    together with earlier ones, so its own task finds nothing left). Sending it is conditional: the
+    leg is opened only if the ledger still equals the hint (compare-and-set), which makes the
+    decision exactly the one split_hedge takes on the ledger read back.
+    """
+    if hint is None or hint.pending_legs or hint.leg_seq is None:
+        return None
+    if fills_seen is not None and hint.fills <= fills_seen:
+        return None
+    split = split_hedge(spec.base_from_int(hint.a_filled - hint.hedged), spec)
+    return split if split.order_signed != 0 else None

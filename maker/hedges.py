@@ -49,13 +49,16 @@ class HedgeDispatcher:
         exposure check, log lines) in one more round trip.
         """
         rows = [(fill, fill.to_message(), units, task_id_for(market, fill.fill_id)) for fill, units in fills]
-        new = self.store.record_fills(market, [(msg, units, task_id) for _, msg, units, task_id in rows])
+        # Each new fill's hint (the ledger right after counting it) rides in its task: the worker
+        # signs while it reads the ledger back (tasks.hedge._begin).
+        hints = self.store.record_fills(market, [(msg, units, task_id) for _, msg, units, task_id in rows])
+        new = [hint is not None for hint in hints]
         task_ids: list[str | None] = []
-        for (fill, msg, _units, task_id), is_new in zip(rows, new):
-            if is_new:
-                hedge_fill.apply_async(args=[msg], task_id=task_id)
+        for (fill, msg, _units, task_id), hint in zip(rows, hints):
+            if hint is not None:
+                hedge_fill.apply_async(args=[msg], kwargs={"hint": hint.to_message()}, task_id=task_id)
                 self.fill_of[task_id] = fill.fill_id
-            task_ids.append(task_id if is_new else None)
+            task_ids.append(task_id if hint is not None else None)
         enqueued = [row for row, is_new in zip(rows, new) if is_new]
         if enqueued:
             self.last_ledger = self.store.after_fills(market, [{"event": "fill", "market": market, **msg}

@@ -25,11 +25,11 @@ import redis
 from hedge.config import Config, ConfigError
 from hedge.fill import Fill, InvalidFill, signed
 from hedge.money import MarketSpec
-from hedge.plan import split_hedge, worst_price_int
+from hedge.plan import LedgerHint, leg_client_order_index, speculative_split, split_hedge, worst_price_int
 from tasks import metrics
-from tasks.store import Store, now_ms
+from tasks.store import BeginHedge, LegIf, Store, now_ms
 from venue import errors
-from venue.client import OrderView, VenueClient
+from venue.client import OrderView, SignedTx, VenueClient
 
 log = logging.getLogger("tasks.hedge")
 
@@ -59,7 +59,8 @@ def market_symbol(cfg: Config, fill_msg: Any) -> str:
         return "unknown"
 
 
-async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: Any, attempt: int) -> dict[str, Any]:
+async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: Any, attempt: int,
+                    hint_msg: Any = None) -> dict[str, Any]:
     try:
         fill = Fill.from_message(fill_msg)
         symbol = cfg.market_by_index(fill.market_index).symbol
@@ -67,15 +68,20 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
         raise PermanentHedgeError(f"refused fill message: {exc}") from None
     spec = await client.market_spec(fill.market_index)
     ctx = f"fill_id={fill.fill_id} market={symbol}"
+    sent: list[dict[str, Any]] = []
     # Counted once whoever records it first (the maker; or this task on a requeue after a wipe);
-    # the same round trip reads the ledger.
-    ledger = store.begin_hedge(symbol, fill.to_message(), spec.base_to_int(signed(fill.side, fill.base_amount)))
-    if ledger.pending:
+    # the same round trip reads the ledger, and may open the first leg (see _begin).
+    begun, signed_tx = await _begin(cfg, store, client, spec, symbol, fill, LedgerHint.from_message(hint_msg))
+    ledger = begun.ledger
+    if begun.rate_limited:
+        _rate_limited(cfg, store, symbol, begun.rate_count, ctx)
+    if begun.leg is not None:
+        sent.append(await _send_leg(cfg, store, client, spec, symbol, fill, begun.leg, signed_tx, ctx, "early"))
+    elif ledger.pending:
         for leg in ledger.pending:
             await _resolve_in_doubt(store, client, spec, symbol, leg, ctx)
         ledger = store.ledger(symbol)
 
-    sent: list[dict[str, Any]] = []
     while True:
         if sent:
             ledger = store.ledger(symbol)
@@ -86,7 +92,7 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
             break
         if len(sent) >= MAX_LEGS_PER_TASK:
             raise PermanentHedgeError(f"still unhedged after {MAX_LEGS_PER_TASK} hedge orders; {ctx}")
-        sent.append(await _send_leg(cfg, store, client, spec, symbol, fill, split, ctx))
+        sent.append(await _open_and_send_leg(cfg, store, client, spec, symbol, fill, split, ctx))
 
     if sent:
         ledger = store.ledger(symbol)
@@ -100,24 +106,85 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
     return result
 
 
-async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
-                    fill: Fill, split, ctx: str) -> dict[str, Any]:
-    b_is_ask = split.b_is_ask
-    amount = abs(split.order_signed)
-    worst = worst_price_int(fill.price, b_is_ask, cfg.strategy.max_slippage_bps, spec)
-    # Rate limit and write-ahead in one atomic step: the leg is PENDING in Redis before the wire call.
+async def _begin(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str, fill: Fill,
+                 hint: LedgerHint | None) -> tuple[BeginHedge, SignedTx | None]:
+    """Count the fill and read the ledger in one round trip.
+
+    When the maker's hint says what the hedge will be (hedge.plan.speculative_split), the order is
+    signed while that round trip is in flight, and the same script opens its leg only if the ledger
+    still equals the hint: signing (milliseconds) no longer waits for Redis. Otherwise, or if the
+    ledger moved, the signature is thrown away (its nonce given back) and the hedge is decided on
+    the ledger read back, as always.
+    """
+    units = spec.base_to_int(signed(fill.side, fill.base_amount))
+    split = speculative_split(hint, store.fills_seen.get(symbol), spec)
+    if split is None:
+        return store.send_begin_hedge(symbol, fill.to_message(), units).result(), None
+    assert hint is not None and hint.leg_seq is not None
+    leg_no = hint.leg_seq + 1
+    leg = _leg_record(cfg, spec, fill, split, leg_no, leg_client_order_index(fill.market_index, leg_no))
+    call = store.send_begin_hedge(symbol, fill.to_message(), units,
+                                  LegIf(hint, leg, cfg.strategy.max_hedges_per_minute))
+    signed_tx = None
+    try:
+        signed_tx = await client.sign_market(spec, leg["client_order_index"], leg["is_ask"],
+                                             spec.base_from_int(leg["base_int"]), leg["worst_price_int"])
+        begun = call.result()
+    except BaseException:
+        call.close()
+        if signed_tx is not None:
+            client.discard(signed_tx)
+        raise
+    if begun.leg is None:
+        client.discard(signed_tx)
+        log.info("event=hedge.ledger_moved %s hint_fills=%d fills=%d", f"fill_id={fill.fill_id} market={symbol}",
+                 hint.fills, begun.fills)
+        return begun, None
+    return begun, signed_tx
+
+
+def _leg_record(cfg: Config, spec: MarketSpec, fill: Fill, split, leg_no: int | None = None,
+                client_order_index: int | None = None) -> dict[str, Any]:
+    leg: dict[str, Any] = {
+        "is_ask": split.b_is_ask, "base_int": spec.base_to_int(abs(split.order_signed)),
+        "worst_price_int": worst_price_int(fill.price, split.b_is_ask, cfg.strategy.max_slippage_bps, spec),
+        "sent_ms": now_ms(), "fill_id": fill.fill_id}
+    if leg_no is not None:
+        leg.update(leg=leg_no, client_order_index=client_order_index, state="PENDING")
+    return leg
+
+
+def _rate_limited(cfg: Config, store: Store, symbol: str, count: int, ctx: str) -> None:
     limit = cfg.strategy.max_hedges_per_minute
-    leg, count = store.open_leg_checked(symbol, {
-        "is_ask": b_is_ask, "base_int": spec.base_to_int(amount), "worst_price_int": worst,
-        "sent_ms": now_ms(), "fill_id": fill.fill_id}, fill.market_index, limit)
+    reason = f"max_hedges_per_minute={limit} exceeded on {symbol} ({count} in the last minute)"
+    store.pause(symbol, reason, by="worker")
+    raise TransientHedgeError(f"{reason}; {ctx}")
+
+
+async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
+                             fill: Fill, split, ctx: str) -> dict[str, Any]:
+    # Rate limit and write-ahead in one atomic step: the leg is PENDING in Redis before the wire call.
+    leg, count = store.open_leg_checked(symbol, _leg_record(cfg, spec, fill, split), fill.market_index,
+                                        cfg.strategy.max_hedges_per_minute)
     if leg is None:
-        reason = f"max_hedges_per_minute={limit} exceeded on {symbol} ({count} in the last minute)"
-        store.pause(symbol, reason, by="worker")
-        raise TransientHedgeError(f"{reason}; {ctx}")
-    log.info("event=hedge.sending %s leg=%d client_order_index=%d side=%s base=%s worst_price=%s", ctx,
-             leg["leg"], leg["client_order_index"], "sell" if b_is_ask else "buy", amount, spec.price_from_int(worst))
+        _rate_limited(cfg, store, symbol, count, ctx)
+    signed_tx = await client.sign_market(spec, leg["client_order_index"], leg["is_ask"],
+                                         spec.base_from_int(leg["base_int"]), leg["worst_price_int"])
+    return await _send_leg(cfg, store, client, spec, symbol, fill, leg, signed_tx, ctx, "after_read")
+
+
+async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
+                    fill: Fill, leg: dict[str, Any], signed_tx: SignedTx, ctx: str, signed_when: str) -> dict[str, Any]:
+    """Send a leg already written ahead (PENDING) and signed; settle it on the venue's final word.
+
+    signed_when: "early" (signed while the ledger was read back) or "after_read".
+    """
+    b_is_ask = leg["is_ask"]
+    log.info("event=hedge.sending %s leg=%d client_order_index=%d side=%s base=%s worst_price=%s signed=%s", ctx,
+             leg["leg"], leg["client_order_index"], "sell" if b_is_ask else "buy",
+             spec.base_from_int(leg["base_int"]), spec.price_from_int(leg["worst_price_int"]), signed_when)
     t0 = time.perf_counter()
-    outcome = await client.place_market(spec, leg["client_order_index"], b_is_ask, amount, worst)
+    outcome = await client.send_signed(signed_tx)
     leg["send_ms"] = round((time.perf_counter() - t0) * 1000, 3)
     sent_s = metrics.since_us(fill.ts_seen_us)
     log.info("event=hedge.sent %s leg=%d client_order_index=%d send_ms=%.1f fill_to_sent_ms=%s outcome=%s",

@@ -55,14 +55,18 @@ def _fill_arg(args: tuple, kwargs: dict) -> Any:
           autoretry_for=RETRY_ON, dont_autoretry_for=(PermanentHedgeError,),
           retry_backoff=1, retry_backoff_max=_strategy.retry_backoff_max_s, retry_jitter=True,
           max_retries=_strategy.max_retries)
-def hedge_fill(self: Task, fill: dict) -> dict:
-    """Hedge one fill of account A with the opposite market order on account B."""
+def hedge_fill(self: Task, fill: dict, hint: dict | None = None) -> dict:
+    """Hedge one fill of account A with the opposite market order on account B.
+
+    `hint`: the market's ledger as the maker saw it when it counted the fill (hedge.plan.LedgerHint);
+    it only lets the worker sign sooner, and a stale or missing one changes nothing else.
+    """
     attempt = self.request.retries + 1
-    return runtime.run(lambda: _run(fill, attempt))
+    return runtime.run(lambda: _run(fill, attempt, hint))
 
 
-async def _run(fill: Any, attempt: int) -> dict:
-    return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt)
+async def _run(fill: Any, attempt: int, hint: Any) -> dict:
+    return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt, hint)
 
 
 @worker_ready.connect

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from hedge.plan import leg_client_order_index, leg_seq_start
+from hedge.plan import LedgerHint, leg_client_order_index, leg_seq_start
 
 
 
@@ -45,6 +45,10 @@ class Store:
         self._record_fill = client.register_script(_RECORD_FILL)
         self._record_fill_inflight = client.register_script(_RECORD_FILL_INFLIGHT)
         self._open_leg = client.register_script(_OPEN_LEG)
+        self._begin_hedge = client.register_script(_BEGIN_HEDGE)
+        # The fill count of the last ledger this process read back, per market (the worker's
+        # input to hedge.plan.speculative_split).
+        self.fills_seen: dict[str, int] = {}
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
@@ -62,15 +66,24 @@ class Store:
         return bool(self._record_fill(keys=[f"lh:fills:{market}", f"lh:a_filled:{market}"],
                                       args=[fill_msg["fill_id"], json.dumps(fill_msg), signed_units]))
 
-    def record_fills(self, market: str, fills: list[tuple[dict[str, Any], int, str]]) -> list[bool]:
+    def record_fills(self, market: str, fills: list[tuple[dict[str, Any], int, str]]) -> list[LedgerHint | None]:
         """The maker's hot path: count a frame's fills once and mark each new one's hedge task in
-        flight, atomically per fill, in one round trip. `fills`: (fill message, signed units, task id)."""
-        keys = [f"lh:fills:{market}", f"lh:a_filled:{market}", f"lh:inflight:{market}"]
-        with self.r.pipeline(transaction=False) as pipe:
-            for msg, units, task_id in fills:
-                self._record_fill_inflight(keys=keys, args=[msg["fill_id"], json.dumps(msg), units, task_id],
-                                           client=pipe)
-            return [bool(x) for x in pipe.execute()]
+        flight, atomically per fill, in one round trip. `fills`: (fill message, signed units, task id).
+
+        Per fill: None for one counted before (a replay), else the ledger right after counting it
+        (the hint its hedge task carries)."""
+        keys = [f"lh:fills:{market}", f"lh:a_filled:{market}", f"lh:inflight:{market}",
+                f"lh:hedged:{market}", f"lh:pending:{market}", f"lh:leg_seq:{market}"]
+        if len(fills) == 1:  # the common frame: no pipeline object, a little less latency
+            msg, units, task_id = fills[0]
+            replies = [self._record_fill_inflight(keys=keys, args=[msg["fill_id"], json.dumps(msg), units, task_id])]
+        else:
+            with self.r.pipeline(transaction=False) as pipe:
+                for msg, units, task_id in fills:
+                    self._record_fill_inflight(keys=keys, args=[msg["fill_id"], json.dumps(msg), units, task_id],
+                                               client=pipe)
+                replies = pipe.execute()
+        return [_hint(reply) for reply in replies]
 
     def after_fills(self, market: str, events: list[dict[str, Any]]) -> "Ledger":
         """What is not urgent about new fills (after their hedges are enqueued): the fills counter,
@@ -86,18 +99,26 @@ class Store:
         return Ledger(int(a_filled or 0), int(hedged or 0), [])
 
     def begin_hedge(self, market: str, fill_msg: dict[str, Any], signed_units: int) -> "Ledger":
-        """The worker's first round trip: count the fill (once) and read the ledger, pipelined."""
-        with self.r.pipeline(transaction=False) as pipe:
-            self._record_fill(keys=[f"lh:fills:{market}", f"lh:a_filled:{market}"],
-                              args=[fill_msg["fill_id"], json.dumps(fill_msg), signed_units], client=pipe)
-            pipe.get(f"lh:a_filled:{market}")
-            pipe.get(f"lh:hedged:{market}")
-            pipe.smembers(f"lh:pending:{market}")
-            _, a_filled, hedged, pending = pipe.execute()
-        legs = []
-        if pending:
-            legs = [json.loads(v) for v in self.r.hmget(f"lh:legs:{market}", sorted(pending, key=int)) if v]
-        return Ledger(int(a_filled or 0), int(hedged or 0), legs)
+        """The worker's first round trip: count the fill (once) and read the ledger."""
+        return self.send_begin_hedge(market, fill_msg, signed_units).result().ledger
+
+    def send_begin_hedge(self, market: str, fill_msg: dict[str, Any], signed_units: int,
+                         leg_if: "LegIf | None" = None) -> "BeginHedgeCall":
+        """Send the worker's first round trip without waiting for it (the caller signs meanwhile).
+
+        Counts the fill (once) and reads the ledger back; with `leg_if`, also opens that leg
+        (write-ahead, rate window) if and only if the ledger still equals its hint.
+        """
+        keys = [f"lh:fills:{market}", f"lh:a_filled:{market}", f"lh:hedged:{market}", f"lh:pending:{market}",
+                f"lh:legs:{market}", f"lh:hedge_times:{market}", f"lh:leg_seq:{market}"]
+        args: list[Any] = [fill_msg["fill_id"], json.dumps(fill_msg), signed_units]
+        if leg_if is not None:
+            now = now_ms()
+            hint = leg_if.hint
+            args += [hint.a_filled, hint.hedged, hint.leg_seq, now, f"{now}:{time.perf_counter_ns()}",
+                     leg_if.window_s * 1000, leg_if.window_s * 2, leg_if.limit_per_minute,
+                     json.dumps(dict(leg_if.leg, sent_ms=now))]
+        return BeginHedgeCall(self, market, keys, args)
 
     def fills(self, market: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(f"lh:fills:{market}").items()}
@@ -273,6 +294,77 @@ class Store:
 
 
 @dataclass(frozen=True)
+class LegIf:
+    """A leg to open in the worker's first round trip, only if the ledger still equals `hint`."""
+
+    hint: LedgerHint
+    leg: dict[str, Any]  # the leg record; its "leg" number must be hint.leg_seq + 1
+    limit_per_minute: int
+    window_s: int = 60
+
+
+@dataclass(frozen=True)
+class BeginHedge:
+    ledger: "Ledger"               # after counting the fill (and opening the leg, if opened)
+    fills: int                     # fills counted on the market
+    leg: dict[str, Any] | None     # the leg opened, or None
+    rate_limited: bool             # the leg was due but the rate window was full
+    rate_count: int                # hedge orders in the rate window, when the leg was due
+
+
+class BeginHedgeCall:
+    """The worker's first round trip, in flight: written to Redis, its reply read by result().
+
+    The script is atomic on the server whatever happens here; if the reply is lost, the leg (if
+    opened) stays PENDING in the ledger and the next attempt resolves it at the venue.
+    """
+
+    def __init__(self, store: "Store", market: str, keys: list[str], args: list[Any]):
+        self._store, self._market, self._keys, self._args = store, market, keys, args
+        self._pool = store.r.connection_pool
+        self._conn = self._pool.get_connection()
+        try:
+            self._conn.send_command("EVALSHA", store._begin_hedge.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._release(broken=True)
+            raise
+
+    def _release(self, broken: bool) -> None:
+        if self._conn is not None:
+            if broken:
+                self._conn.disconnect()
+            self._pool.release(self._conn)
+            self._conn = None
+
+    def close(self) -> None:
+        """Give up on the reply (after an error elsewhere); safe to call more than once."""
+        self._release(broken=True)
+
+    def result(self) -> BeginHedge:
+        if self._conn is None:
+            raise RuntimeError("the reply was already read or abandoned")
+        try:
+            reply = self._conn.read_response()
+        except redis.exceptions.NoScriptError:
+            self._release(broken=False)  # not run: Redis lost its scripts (restart); run it the slow way
+            reply = self._store._begin_hedge(keys=self._keys, args=self._args)
+        except BaseException:
+            self._release(broken=True)
+            raise
+        else:
+            self._release(broken=False)
+        opened, extra, fills, a_filled, hedged, *legs = reply
+        self._store.fills_seen[self._market] = int(fills)
+        pending = sorted((json.loads(v) for v in legs if v), key=lambda leg: leg["leg"])
+        leg = None
+        if int(opened) == 1:
+            leg = json.loads(self._args[-1])
+            pending = [leg]  # none was pending, or it would not have been opened
+        return BeginHedge(Ledger(int(a_filled), int(hedged), pending), int(fills), leg,
+                          rate_limited=int(opened) == -1, rate_count=int(extra))
+
+
+@dataclass(frozen=True)
 class Ledger:
     a_filled: int      # sum of A's fills, signed (buy +), venue units
     hedged: int        # what B's settled legs took off, in A's direction
@@ -299,13 +391,55 @@ return 0
 
 
 # record_fill, and mark the new fill's hedge task in flight in the same step (the maker's hot path).
+# KEYS: fills, a_filled, inflight, hedged, pending, leg_seq. Returns {0} for a fill counted before,
+# else {1, fills counted, a_filled, hedged, legs pending, leg_seq or false}: the hint for its task.
 _RECORD_FILL_INFLIGHT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return {0}
+end
+local a_filled = redis.call('INCRBY', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return {1, redis.call('HLEN', KEYS[1]), tostring(a_filled), redis.call('GET', KEYS[4]) or '0',
+        redis.call('SCARD', KEYS[5]), redis.call('GET', KEYS[6])}
+"""
+
+# The worker's first round trip. KEYS: fills, a_filled, hedged, pending, legs, hedge_times, leg_seq.
+# ARGV[1..3]: fill id, fill JSON, signed units: count the fill once. Then, with ARGV[4..12]
+# (expected a_filled, hedged and leg_seq; now_ms, rate member, window_ms, expire_s, limit, leg JSON):
+# if no leg is pending and the ledger equals the expectation, note the order in the rate window and,
+# within the limit, open the leg (the sequence's next number, PENDING) - a compare-and-set.
+# Returns {opened (1, 0, or -1 over the rate limit), rate count, fills, a_filled, hedged, pending legs...}.
+_BEGIN_HEDGE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('INCRBY', KEYS[2], ARGV[3])
-  redis.call('SADD', KEYS[3], ARGV[4])
-  return 1
 end
-return 0
+local a_filled = redis.call('GET', KEYS[2]) or '0'
+local hedged = redis.call('GET', KEYS[3]) or '0'
+local pending = redis.call('SMEMBERS', KEYS[4])
+local opened, count = 0, 0
+if #ARGV > 3 and #pending == 0 and a_filled == ARGV[4] and hedged == ARGV[5]
+    and redis.call('GET', KEYS[7]) == ARGV[6] then
+  local now = tonumber(ARGV[7])
+  redis.call('ZADD', KEYS[6], now, ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], 0, now - tonumber(ARGV[9]))
+  count = redis.call('ZCARD', KEYS[6])
+  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[10]))
+  if count > tonumber(ARGV[11]) then
+    opened = -1
+  else
+    local leg_no = redis.call('INCR', KEYS[7])
+    redis.call('HSET', KEYS[5], leg_no, ARGV[12])
+    redis.call('SADD', KEYS[4], leg_no)
+    opened = 1
+  end
+end
+local reply = {opened, count, redis.call('HLEN', KEYS[1]), a_filled, hedged}
+if #pending > 0 then
+  for _, body in ipairs(redis.call('HMGET', KEYS[5], unpack(pending))) do
+    reply[#reply + 1] = body
+  end
+end
+return reply
 """
 
 # Rate window + write-ahead of one hedge leg, atomically. KEYS: hedge_times, leg_seq, legs, pending.
@@ -330,6 +464,14 @@ redis.call('HSET', KEYS[3], leg_no, body)
 redis.call('SADD', KEYS[4], leg_no)
 return {count, leg_no}
 """
+
+
+def _hint(reply: list[Any]) -> LedgerHint | None:
+    if not int(reply[0]):
+        return None
+    _, fills, a_filled, hedged, pending, leg_seq = reply
+    return LedgerHint(fills=int(fills), a_filled=int(a_filled), hedged=int(hedged), pending_legs=int(pending),
+                      leg_seq=None if leg_seq is None else int(leg_seq))
 
 
 def _json_default(value: Any) -> Any:

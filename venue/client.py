@@ -56,6 +56,32 @@ class OrderView:
                    filled_quote=Decimal(o.filled_quote_amount), price=Decimal(o.price))
 
 
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed, not yet sent transaction (or the signer's refusal in `error`)."""
+
+    client_order_index: int
+    tx_type: int | None
+    tx_info: str | None
+    error: str | None
+
+    def __repr__(self) -> str:  # the signed payload stays out of logs
+        return f"SignedTx(client_order_index={self.client_order_index}, error={self.error!r})"
+
+
+_TRANSPORT_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError)
+
+
+def _transport_outcome(exc: BaseException) -> SendOutcome:
+    """What a failed HTTP exchange says about a sent tx."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # The connection was never made: the tx cannot have reached the venue.
+        return SendOutcome(errors.RETRYABLE, None, f"cannot connect to the venue: {exc.os_error}")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return SendOutcome(errors.IN_DOUBT, None, f"{type(exc).__name__}: no answer from the venue")
+    return SendOutcome(errors.IN_DOUBT, None, f"{type(exc).__name__}: {exc}")
+
+
 class VenueClient:
     def __init__(self, signer: lighter.SignerClient, account: AccountConfig, send_timeout_s: float):
         self.signer = signer
@@ -66,6 +92,7 @@ class VenueClient:
         self.order_api = lighter.OrderApi(signer.api_client)
         self.account_api = lighter.AccountApi(signer.api_client)
         self._specs: dict[int, MarketSpec] = {}
+        self._send_tx_url = signer.api_client.configuration.host.rstrip("/") + "/api/v1/sendTx"
         self._token: tuple[str, float] | None = None
 
     @classmethod
@@ -113,14 +140,60 @@ class VenueClient:
 
     async def place_market(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
                            worst_price_int: int, reduce_only: bool = False) -> SendOutcome:
-        # Self-trade prevention across the master account: never trade against our own
-        # resting maker order; the resting order expires instead (behaviour 0).
-        return await self._send(self.signer.create_market_order(
-            market_index=spec.market_index, client_order_index=client_order_index,
-            base_amount=spec.base_to_int(base), avg_execution_price=worst_price_int, is_ask=is_ask,
-            reduce_only=reduce_only,
+        return await self.send_signed(await self.sign_market(spec, client_order_index, is_ask, base,
+                                                             worst_price_int, reduce_only))
+
+    async def sign_market(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
+                          worst_price_int: int, reduce_only: bool = False) -> "SignedTx":
+        """Sign a market order without sending it: the next nonce is taken now; hand the result to
+        exactly one of send_signed() or discard(), before signing anything else.
+
+        Self-trade prevention across the master account: never trade against our own resting
+        maker order; the resting order expires instead.
+        """
+        _, nonce = await self.signer.nonce_manager.async_next_nonce(self.api_key_index)
+        tx_type, tx_info, _tx_hash, err = self.signer.sign_create_order(
+            spec.market_index, client_order_index, spec.base_to_int(base), worst_price_int, int(is_ask),
+            lighter.SignerClient.ORDER_TYPE_MARKET, lighter.SignerClient.ORDER_TIME_IN_FORCE_IMMEDIATE_OR_CANCEL,
+            reduce_only, lighter.SignerClient.NIL_TRIGGER_PRICE, lighter.SignerClient.DEFAULT_IOC_EXPIRY,
             self_trade_behavior_mode=lighter.SignerClient.SELF_TRADE_BEHAVIOR_EXPIRE_MAKER,
-            self_trade_equality_mode=lighter.SignerClient.SELF_TRADE_EQUALITY_MASTER_ACCOUNT_INDEX))
+            self_trade_equality_mode=lighter.SignerClient.SELF_TRADE_EQUALITY_MASTER_ACCOUNT_INDEX,
+            nonce=nonce, api_key_index=self.api_key_index)
+        return SignedTx(client_order_index, tx_type, tx_info, err)
+
+    def discard(self, signed: "SignedTx") -> None:
+        """A signed order that will never be sent gives its nonce back."""
+        if signed.error is None:
+            self.signer.nonce_manager.acknowledge_failure(self.api_key_index)
+
+    async def send_signed(self, signed: "SignedTx") -> SendOutcome:
+        """POST a signed tx to sendTx on the SDK's kept-alive session.
+
+        The same request the SDK's send_tx makes (form fields tx_type and tx_info), without its
+        generated client's per-call validation and serialisation: about 0.8 ms less between the
+        signature and the wire on this machine. Nonce rules as the SDK's: a definite reject gives
+        the nonce back; anything else not accepted resyncs it from the venue.
+        """
+        if signed.error is not None:
+            self.discard(signed)
+            return errors.classify_sdk_error(str(signed.error))
+        rest = self.signer.api_client.rest_client
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                async with rest.pool_manager.post(
+                        self._send_tx_url, data={"tx_type": str(signed.tx_type), "tx_info": signed.tx_info},
+                        headers={"Accept": "application/json"}, proxy=rest.proxy,
+                        proxy_headers=rest.proxy_headers) as resp:
+                    outcome = errors.classify_response(resp.status, await resp.text())
+        except _TRANSPORT_ERRORS as exc:
+            outcome = _transport_outcome(exc)
+        if outcome.accepted:
+            return outcome
+        if outcome.kind == errors.REJECTED:
+            self.discard(signed)
+        else:
+            await self.resync_nonce()
+        return outcome
 
     async def cancel(self, market_index: int, order_index: int) -> SendOutcome:
         return await self._send(self.signer.cancel_order(market_index=market_index, order_index=order_index))
@@ -130,13 +203,8 @@ class VenueClient:
             _tx, resp, err = await asyncio.wait_for(call, timeout=self.send_timeout_s)
         except lighter.ApiException as exc:
             outcome = errors.classify_http_status(exc.status, str(exc.body or exc.reason or ""))
-        except (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            outcome = SendOutcome(errors.IN_DOUBT, None, f"{type(exc).__name__}: no answer from the venue")
-        except aiohttp.ClientConnectorError as exc:
-            # The connection was never made: the tx cannot have reached the venue.
-            outcome = SendOutcome(errors.RETRYABLE, None, f"cannot connect to the venue: {exc.os_error}")
-        except aiohttp.ClientError as exc:
-            outcome = SendOutcome(errors.IN_DOUBT, None, f"{type(exc).__name__}: {exc}")
+        except _TRANSPORT_ERRORS as exc:
+            outcome = _transport_outcome(exc)
         else:
             if err is not None:
                 return errors.classify_sdk_error(str(err))

@@ -5,6 +5,7 @@ because treating an executed order as rejected would hedge twice.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -80,6 +81,21 @@ def body_message(exc: Exception) -> str:
     body = getattr(exc, "body", None) or ""
     match = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', str(body))
     return match.group(1) if match else str(getattr(exc, "reason", "") or body)[:200]
+
+
+def classify_response(status: int, body: str) -> SendOutcome:
+    """sendTx's HTTP answer: 200 with RespSendTx, 400 with the venue's {code, message}, else status only."""
+    if status not in (200, 400):
+        return classify_http_status(status, body)
+    try:
+        parsed = json.loads(body)
+        code, message = int(parsed["code"]), str(parsed.get("message") or "")
+    except (ValueError, TypeError, KeyError):
+        return SendOutcome(IN_DOUBT, None, f"HTTP {status} unreadable answer {body[:200]!r}")
+    outcome = classify_code(code, message)
+    if outcome.accepted:
+        return SendOutcome(ACCEPTED, code, message, str(parsed.get("tx_hash") or ""))
+    return outcome
 
 
 def classify_http_status(status: int | None, body: str) -> SendOutcome:

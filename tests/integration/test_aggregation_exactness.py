@@ -1,10 +1,12 @@
 """Aggregation keeps exactness: whatever the interleaving of fills and hedge task starts (and task
-re-runs, as after a redelivery), B ends at exactly -(sum of A's fills) up to dust below
-min_base_amount, and no B order (client_order_index) is ever executed twice.
+re-runs, as after a redelivery, and worker restarts), B ends at exactly -(sum of A's fills) up to
+dust below min_base_amount, and no B order (client_order_index) is ever executed twice.
 
 Drives tasks.hedge.hedge_one in this process against a real simulator subprocess and the real Redis
-store (the test run's own db), as the worker does; fills are counted with Store.record_fill as the
-maker does. Not timing-based: every step runs to completion before the next.
+store (the test run's own db), as the worker does; fills are counted with Store.record_fills as the
+maker does, and each task carries the ledger hint the maker gives it, current or stale by the time
+the task runs (the worker then signs before reading the ledger back, or must not). Not
+timing-based: every step runs to completion before the next.
 """
 from __future__ import annotations
 
@@ -68,14 +70,16 @@ def b_creates(sim) -> list[dict]:
 
 
 # A step: a new fill of A (size in 0.001 steps, so many are dust alone), the start of one enqueued
-# hedge task (which one: index into the not-yet-run tasks), or a re-run of a finished task.
+# hedge task (which one: index into the not-yet-run tasks), a re-run of a finished task (with its
+# now stale hint), or a worker restart (it forgets which fills it has seen).
 steps = st.lists(st.one_of(
     st.tuples(st.just("fill"), st.integers(1, 30), st.sampled_from(["buy", "sell"])),
     st.tuples(st.just("task"), st.integers(0, 50)),
-    st.tuples(st.just("rerun"), st.integers(0, 50))), min_size=1, max_size=30)
+    st.tuples(st.just("rerun"), st.integers(0, 50)),
+    st.tuples(st.just("restart"))), min_size=1, max_size=30)
 
 
-@settings(max_examples=15, deadline=None, derandomize=True, database=None,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(plan=steps)
 def test_any_interleaving_of_fills_and_tasks_hedges_the_total_exactly_once(env, plan):
@@ -87,11 +91,11 @@ def test_any_interleaving_of_fills_and_tasks_hedges_the_total_exactly_once(env, 
     b0, creates0 = b_position(sim), len(b_creates(sim))
 
     total = Decimal(0)
-    queued: list[dict] = []   # enqueued hedge tasks (their fill messages) not started yet
-    done: list[dict] = []
+    queued: list[tuple[dict, dict]] = []   # enqueued hedge tasks (fill message, hint) not started yet
+    done: list[tuple[dict, dict]] = []
 
-    def run(msg: dict) -> None:
-        loop.run_until_complete(hedge_one(cfg, store, client, msg, attempt=1))
+    def run(task: tuple[dict, dict]) -> None:
+        loop.run_until_complete(hedge_one(cfg, store, client, task[0], attempt=1, hint_msg=task[1]))
 
     for step in plan:
         if step[0] == "fill":
@@ -99,15 +103,19 @@ def test_any_interleaving_of_fills_and_tasks_hedges_the_total_exactly_once(env, 
             fill = Fill(fill_id=f"x{next(_fill_ids)}", market_index=ETH, side=step[2], base_amount=base,
                         price=Decimal("3000.00"), order_index=1, client_order_index=1, ts_exchange_ms=0,
                         ts_seen_ms=0)
-            assert store.record_fill("ETH", fill.to_message(), int(signed(fill.side, base) * 10_000))
+            hint, = store.record_fills("ETH", [(fill.to_message(), int(signed(fill.side, base) * 10_000),
+                                                f"hedge-ETH-{fill.fill_id}")])
+            assert hint is not None
             total += signed(fill.side, base)
-            queued.append(fill.to_message())
+            queued.append((fill.to_message(), hint.to_message()))
         elif step[0] == "task" and queued:
             msg = queued.pop(step[1] % len(queued))
             run(msg)
             done.append(msg)
         elif step[0] == "rerun" and done:
             run(done[step[1] % len(done)])  # a redelivered / requeued task
+        elif step[0] == "restart":
+            store.fills_seen.clear()
     while queued:  # every fill's task runs eventually
         msg = queued.pop(0)
         run(msg)
@@ -122,3 +130,5 @@ def test_any_interleaving_of_fills_and_tasks_hedges_the_total_exactly_once(env, 
     new = b_creates(sim)[creates0:]
     indexes = [e["client_order_index"] for e in new]
     assert len(indexes) == len(set(indexes)), indexes       # no B order sent twice
+    # (A signature thrown away because the ledger moved must give its nonce back, or the next
+    # hedge's send is refused with "invalid nonce" and run() raises.)

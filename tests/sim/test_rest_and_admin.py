@@ -124,3 +124,25 @@ def test_keys_file_private_key_never_logged(tmp_path, keys_file):
     assert "event=http" in text and "event=tx" in text
     for entry in secrets.values():
         assert entry["private_key"].removeprefix("0x")[:40] not in text
+
+
+def test_delayed_fill_answers_first_and_fills_after(sim):
+    """/admin/fill with delay_ms (benchmarks: the driver is idle while the fill is hedged)."""
+    status, _ = send_tx(sim, 14, order_tx(next_nonce(sim), client_index=621, base=500, price=250000))
+    assert status == 200
+    answer = sim.admin("/admin/fill", {"account_index": ACCOUNT_A, "market_id": 0, "client_order_index": 621,
+                                       "sizes": ["0.0050"], "delay_ms": 200})
+    assert answer == {"trade_ids": [], "delay_ms": 200}
+    def order() -> dict:
+        orders = sim.request("GET", f"/api/v1/accountOrders?account_index={ACCOUNT_A}&client_order_indexes=621")[1]
+        [found] = [o for o in orders["orders"] if o["client_order_index"] == 621]
+        return found
+    assert order()["filled_base_amount"] == "0.0000"  # not yet: 200 ms is far longer than this request
+
+    def filled():
+        return order()["filled_base_amount"] == "0.0050"
+    wait_until(filled, 5.0, "the delayed fill")
+    status, body = sim.request("POST", "/admin/fill", {"account_index": ACCOUNT_A, "market_id": 0,
+                                                       "client_order_index": 621, "sizes": ["0.0050"],
+                                                       "delay_ms": -1})
+    assert status == 400 and "delay_ms" in body["message"]

@@ -148,3 +148,20 @@ def test_secret_repr_hides_the_value():
     assert "TOPSECRET" not in repr({"key": secret}) and "TOPSECRET" not in f"{secret!r}"
     assert secret == "0xTOPSECRET"  # still usable as the key itself
     assert json.dumps(secret) == '"0xTOPSECRET"'
+
+
+@pytest.mark.parametrize("status, body, kind, code", [
+    (200, '{"code": 200, "message": "ok", "tx_hash": "ab12"}', errors.ACCEPTED, 200),
+    (400, '{"code": 21706, "message": "invalid order base or quote amount"}', errors.REJECTED, 21706),
+    (400, '{"code": 21104, "message": "invalid nonce"}', errors.RETRYABLE, 21104),
+    (400, '{"code": 29999, "message": "something new"}', errors.IN_DOUBT, 29999),
+    (200, 'not json', errors.IN_DOUBT, None),
+    (400, '{"message": "no code"}', errors.IN_DOUBT, None),
+    (429, 'slow down', errors.RETRYABLE, errors.TOO_MANY_REQUESTS),
+    (502, '<html>bad gateway</html>', errors.IN_DOUBT, None),
+])
+def test_send_tx_answer_is_classified(status, body, kind, code):
+    outcome = errors.classify_response(status, body)
+    assert (outcome.kind, outcome.code) == (kind, code), outcome.describe()
+    if kind == errors.ACCEPTED:
+        assert outcome.tx_hash == "ab12"

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from hedge.fill import BUY, SELL
 from hedge.money import MarketSpec
-from hedge.plan import (MAX_CLIENT_ORDER_INDEX, HedgeSplit, Quote, leg_client_order_index, next_quote,
-                        split_hedge, worst_price_int)
+from hedge.plan import (MAX_CLIENT_ORDER_INDEX, HedgeSplit, LedgerHint, Quote, leg_client_order_index,
+                        next_quote, speculative_split, split_hedge, worst_price_int)
 
 ETH = MarketSpec(market_index=0, symbol="ETH", size_decimals=4, price_decimals=2,
                  min_base_amount=Decimal("0.0050"))
@@ -154,3 +154,42 @@ def test_long_below_the_minimum_size_is_added_to_not_closed():
     """A 0.0040 long cannot be closed (the venue refuses orders under 0.0050): buy more first."""
     quote = next_quote(Decimal("0.0040"), BIDS, ASKS, 1, Decimal("0.0500"), ETH)
     assert quote.side == BUY and quote.base_amount == Decimal("0.0500") and quote.reduce_only is False
+
+
+# ---- signing before the ledger is read back ------------------------------------------------------
+
+def hint(fills=3, a_filled=150, hedged=100, pending_legs=0, leg_seq=7) -> LedgerHint:
+    return LedgerHint(fills=fills, a_filled=a_filled, hedged=hedged, pending_legs=pending_legs, leg_seq=leg_seq)
+
+
+def test_a_current_hint_gives_the_split_of_its_ledger():
+    assert speculative_split(hint(), fills_seen=2, spec=ETH) == split_hedge(Decimal("0.0050"), ETH)
+    assert speculative_split(hint(), fills_seen=None, spec=ETH).b_is_ask  # A bought: B sells
+
+
+def test_no_early_signature_when_the_hint_cannot_be_current():
+    assert speculative_split(None, None, ETH) is None
+    assert speculative_split(hint(pending_legs=1), None, ETH) is None        # a leg in flight
+    assert speculative_split(hint(leg_seq=None), None, ETH) is None          # no leg yet
+    assert speculative_split(hint(fills=3), fills_seen=3, spec=ETH) is None  # hedged with earlier fills
+    assert speculative_split(hint(a_filled=120), None, ETH) is None          # only dust: nothing to order
+
+
+@given(st.integers(-10**6, 10**6), st.integers(-10**6, 10**6))
+def test_early_split_is_exactly_the_split_of_the_hinted_ledger(a_filled, hedged):
+    split = speculative_split(hint(a_filled=a_filled, hedged=hedged), None, ETH)
+    expected = split_hedge(ETH.base_from_int(a_filled - hedged), ETH)
+    assert split == (expected if expected.order_signed != 0 else None)
+
+
+@given(st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()),
+                 st.dictionaries(st.sampled_from(["fills", "a_filled", "hedged", "pending_legs", "leg_seq", "x"]),
+                                 st.one_of(st.none(), st.integers(), st.text(max_size=5), st.floats()))))
+def test_a_malformed_hint_is_ignored_not_fatal(raw):
+    parsed = LedgerHint.from_message(raw)
+    assert parsed is None or isinstance(parsed, LedgerHint)
+
+
+def test_hint_survives_the_task_message():
+    assert LedgerHint.from_message(hint().to_message()) == hint()
+    assert LedgerHint.from_message(hint(leg_seq=None).to_message()) == hint(leg_seq=None)

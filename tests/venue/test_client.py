@@ -186,3 +186,67 @@ def test_market_order_with_tight_worst_price_is_accepted_but_not_filled(sim, pri
             await client.close()
 
     run(scenario())
+
+
+# ---- market orders: signed here, POSTed on the kept-alive session (VenueClient.send_signed) ------
+
+def with_market_buys(sim, private_keys, steps, **client_kwargs) -> None:
+    """Run `await steps(client, spec, buy)`, where `await buy(coi[, base])` sends a market buy of A
+    whose worst price crosses the book; one clean buy first establishes the signer's nonce."""
+    _, best_ask = best_prices(sim)
+
+    async def scenario():
+        client = await open_client(sim, private_keys, **client_kwargs)
+        try:
+            spec = await client.market_spec(ETH)
+            worst = spec.price_to_int(best_ask + Decimal("30.00"))
+
+            async def buy(coi: int, base: str = "0.0100"):
+                return await client.place_market(spec, coi, False, Decimal(base), worst)
+            assert (await buy(5000)).accepted
+            await steps(client, spec, buy)
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("faults, kind", [
+    ({"http_5xx_rate": 1}, errors.IN_DOUBT),
+    ({"http_5xx_after_rate": 1}, errors.IN_DOUBT),
+    ({"rate_limit_rate": 1}, errors.RETRYABLE),
+    ({"invalid_nonce_rate": 1}, errors.RETRYABLE),
+    ({"timeout_rate": 1, "timeout_s": 1.5, "timeout_mode": "never"}, errors.IN_DOUBT),
+], ids=["http_5xx", "http_5xx_after", "rate_limit", "invalid_nonce", "timeout"])
+def test_market_order_fault_maps_to_outcome_and_next_send_succeeds(sim, private_keys, faults, kind):
+    async def steps(client, spec, buy):
+        await admin(sim, "/admin/faults", {**faults, "accounts": [A]})
+        outcome = await buy(5001)
+        await admin(sim, "/admin/faults", {})
+        assert outcome.kind == kind, outcome.describe()
+        # The nonce was resynced from the venue: the next order is not refused.
+        nxt = await buy(5002)
+        assert nxt.accepted, nxt.describe()
+    with_market_buys(sim, private_keys, steps, send_timeout_s=0.5)
+
+
+def test_market_order_definite_reject_gives_the_nonce_back(sim, private_keys):
+    async def steps(client, spec, buy):
+        refused = await buy(5101, base="0.0010")  # below the minimum size
+        assert refused.kind == errors.REJECTED and refused.code == 21706, refused.describe()
+        assert "0.0050" in refused.message  # what the venue said
+        nxt = await buy(5102)
+        assert nxt.accepted and nxt.tx_hash, nxt.describe()
+        assert [e["result"] for e in orders_log(sim, 5102)] == ["accepted"]
+    with_market_buys(sim, private_keys, steps)
+
+
+def test_a_discarded_signature_uses_no_nonce(sim, private_keys):
+    """Signed but never sent (a hedge whose ledger moved): the next order goes through."""
+    async def steps(client, spec, buy):
+        unsent = await client.sign_market(spec, 5201, False, Decimal("0.0100"), 1)
+        assert "tx_info" not in repr(unsent)  # the signed payload stays out of logs
+        client.discard(unsent)
+        assert (await buy(5202)).accepted
+        assert orders_log(sim, 5201) == []
+    with_market_buys(sim, private_keys, steps)

@@ -13,7 +13,7 @@ Modules, one job each:
 
 Admin API (JSON): GET/POST /admin/faults, POST /admin/ws/drop, POST /admin/ws/pause
 {"paused": bool}, POST /admin/market {"random_walk", "taker_flow", "market_id", "mid"},
-POST /admin/fill {"account_index", "market_id", "client_order_index"|"order_index", "sizes"[, "one_frame"]},
+POST /admin/fill {"account_index", "market_id", "client_order_index"|"order_index", "sizes"[, "one_frame"][, "delay_ms"]},
 GET /admin/orders_log[?account_index=] (each entry: ts_ms, and ts_us = when the request arrived),
 GET /admin/state, GET /admin/trades[?account_index=],
 POST /admin/register_key {"account_index", "api_key_index", "public_key"[, "master", "collateral"]}.
