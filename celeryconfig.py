@@ -7,7 +7,8 @@ from ops.settings import load_config, result_keyprefix
 _cfg = load_config()
 
 broker_url = _cfg.redis_url
-result_backend = _cfg.result_backend_url
+# Celery's Redis backend minus one Redis command per sent task (tasks/result_backend.py).
+result_backend = "tasks.result_backend:RedisBackend+" + _cfg.result_backend_url
 broker_connection_retry_on_startup = True
 
 # Only account B's worker consumes hedge.b.
@@ -37,9 +38,13 @@ result_expires = 7 * 24 * 3600
 # worker's task-started event; `lighter-hedge status` shows hedges in flight from Redis.
 task_track_started = False
 
-# Events for Flower.
+# Events for Flower: the worker's (received, started, succeeded, failed, retried). No task-sent
+# event from the maker: it is one more publish in the maker between a fill and its hedge (about
+# 0.05 of the latency ratio to the floor in bench/). A hedge therefore shows in Flower's task list
+# once the worker receives it; hedges still queued show as hedge.b's length in Flower's broker
+# view and one by one in `lighter-hedge status` (in flight, from Redis).
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 
 worker_hijack_root_logger = False
 timezone = "UTC"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -72,6 +74,15 @@ class SignedTx:
 _TRANSPORT_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError)
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment (HTTPS_PROXY, NO_PROXY, ...) names for `url`, as the SDK's
+    trust_env session would use it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def _transport_outcome(exc: BaseException) -> SendOutcome:
     """What a failed HTTP exchange says about a sent tx."""
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -93,6 +104,8 @@ class VenueClient:
         self.account_api = lighter.AccountApi(signer.api_client)
         self._specs: dict[int, MarketSpec] = {}
         self._send_tx_url = signer.api_client.configuration.host.rstrip("/") + "/api/v1/sendTx"
+        self._tx_session: aiohttp.ClientSession | None = None
+        self._tx_proxy: str | None = None
         self._token: tuple[str, float] | None = None
 
     @classmethod
@@ -104,7 +117,20 @@ class VenueClient:
         return cls(signer, account, send_timeout_s)
 
     async def close(self) -> None:
+        if self._tx_session is not None:
+            await self._tx_session.close()
         await self.signer.close()
+
+    def _sendtx_session(self) -> aiohttp.ClientSession:
+        """The session sendTx goes out on: the SDK's connection pool (same keep-alive connections,
+        same TLS settings), but proxies resolved once here, not per request. The SDK's own session
+        has trust_env=True, which costs two thread-pool hops per request (netrc and proxy lookups)."""
+        if self._tx_session is None:
+            rest = self.signer.api_client.rest_client
+            self._tx_proxy = rest.proxy or _env_proxy(self._send_tx_url)
+            self._tx_session = aiohttp.ClientSession(connector=rest.pool_manager.connector, connector_owner=False,
+                                                     trust_env=False)
+        return self._tx_session
 
     # ---- metadata -------------------------------------------------------------------------
 
@@ -177,12 +203,13 @@ class VenueClient:
         if signed.error is not None:
             self.discard(signed)
             return errors.classify_sdk_error(str(signed.error))
+        session = self._sendtx_session()
         rest = self.signer.api_client.rest_client
         try:
             async with asyncio.timeout(self.send_timeout_s):
-                async with rest.pool_manager.post(
+                async with session.post(
                         self._send_tx_url, data={"tx_type": str(signed.tx_type), "tx_info": signed.tx_info},
-                        headers={"Accept": "application/json"}, proxy=rest.proxy,
+                        headers={"Accept": "application/json"}, proxy=self._tx_proxy,
                         proxy_headers=rest.proxy_headers) as resp:
                     outcome = errors.classify_response(resp.status, await resp.text())
         except _TRANSPORT_ERRORS as exc:

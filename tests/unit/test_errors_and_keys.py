@@ -165,3 +165,15 @@ def test_send_tx_answer_is_classified(status, body, kind, code):
     assert (outcome.kind, outcome.code) == (kind, code), outcome.describe()
     if kind == errors.ACCEPTED:
         assert outcome.tx_hash == "ab12"
+
+
+def test_sendtx_proxy_comes_from_the_environment_once_like_the_sdks(monkeypatch):
+    from venue.client import _env_proxy
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert _env_proxy("https://mainnet.zklighter.elliot.ai/api/v1/sendTx") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert _env_proxy("https://mainnet.zklighter.elliot.ai/api/v1/sendTx") == "http://proxy.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "mainnet.zklighter.elliot.ai")
+    assert _env_proxy("https://mainnet.zklighter.elliot.ai/api/v1/sendTx") is None

@@ -97,6 +97,12 @@ class StreamHub:
         return dict(bids), dict(asks)
 
     def _publish_book(self, market_id: int) -> None:
+        subscribers = [c for c in self.connections.values() if market_id in c.markets]
+        if not subscribers:
+            # Nobody to tell: skip aggregating the book after every mutation (it competes for the
+            # CPU with the processes benchmarks time). A new subscriber starts from a snapshot.
+            self._book_state.pop(market_id, None)
+            return
         new = self._levels_maps(market_id)
         old = self._book_state.get(market_id)
         self._book_state[market_id] = new
@@ -104,9 +110,6 @@ class StreamHub:
             return
         begin = self._book_nonce[market_id]
         self._book_nonce[market_id] = begin + 1
-        subscribers = [c for c in self.connections.values() if market_id in c.markets]
-        if not subscribers:
-            return
         market = self.engine.markets[market_id]
         diffs = []
         for old_side, new_side in zip(old, new):
@@ -242,6 +245,7 @@ class StreamHub:
         if name == "order_book" and ident_int in self.engine.markets:
             if kind == "subscribe":
                 conn.markets.add(ident_int)
+                self._book_state[ident_int] = self._levels_maps(ident_int)  # what the snapshot shows
                 self._send(conn, self._subscribed_book(ident_int))
             else:
                 conn.markets.discard(ident_int)
