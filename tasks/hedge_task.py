@@ -84,6 +84,11 @@ def _warm_up(**_: Any) -> None:
         await client.resync_nonce()
     cfg = runtime.config()
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host, "worker")
+    # Celery's own "Task ... received" / "succeeded in ...: <result>" INFO lines: the first is
+    # written between a hedge's arrival and its signing, and both repeat what the hedge.* lines say
+    # with the fill_id. Warnings and errors (failures, exceptions) still come through.
+    for per_task in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(per_task).setLevel(logging.WARNING)
     try:
         runtime.run(warm)
         log.info("event=worker.warm account=%d markets=%s", runtime.config().account_b.account_index,
