@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test ensure-redis bench-latency bench-burst
+.PHONY: venv demo test ensure-redis bench-latency bench-burst bench-cycle
 
 $(BIN)/lighter-hedge: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,3 +22,13 @@ demo: venv ensure-redis
 
 test: venv ensure-redis
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (README, "Benchmarks"): each prints key=value lines.
+bench-latency: venv ensure-redis
+	$(BIN)/python -m bench latency
+
+bench-burst: venv ensure-redis
+	$(BIN)/python -m bench burst
+
+bench-cycle: venv ensure-redis
+	$(BIN)/python -m bench cycle
