@@ -44,7 +44,7 @@ class HedgeDispatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedge-results")
         self._hedger_seen_at = float("-inf")
         self.fill_of: dict[str, str] = {}  # task id -> fill id, for the maker's log lines
-        self.last_ledger: Ledger | None = None  # read right after the last batch was enqueued
+        self.last_ledger: Ledger | None = None  # as counting the last new fill left it
 
     def submit(self, market: str, fill: Fill, signed_units: int) -> str | None:
         """Count the fill in the ledger and enqueue its hedge, once; None for a replayed fill."""
@@ -55,8 +55,8 @@ class HedgeDispatcher:
 
         Hot path, in order: one Redis round trip counts every fill and marks its task in flight
         (atomically per fill: a fill is never counted without its task in flight), then the
-        apply_asyncs, and only then what is not urgent (counters, events, the ledger read for the
-        exposure check, log lines) in one more round trip.
+        apply_asyncs, and only then what is not urgent (counters, events, log lines) in one more
+        round trip. The exposure check uses the ledger the counting step read.
         """
         rows = [(fill, fill.to_message(), units, task_id_for(market, fill.fill_id)) for fill, units in fills]
         # Each new fill's hint (the ledger right after counting it) rides in its task: the worker
@@ -71,8 +71,9 @@ class HedgeDispatcher:
             task_ids.append(task_id if hint is not None else None)
         enqueued = [row for row, is_new in zip(rows, new) if is_new]
         if enqueued:
-            self.last_ledger = self.store.after_fills(market, [{"event": "fill", "market": market, **msg}
-                                                               for _, msg, _, _ in enqueued])
+            last = [hint for hint in hints if hint is not None][-1]  # read in the step that counted it
+            self.last_ledger = Ledger(last.a_filled, last.hedged, [])
+            self.store.after_fills(market, [{"event": "fill", "market": market, **msg} for _, msg, _, _ in enqueued])
             metrics.FILLS.labels(market).inc(len(enqueued))
             metrics.INFLIGHT.labels(market).inc(len(enqueued))
         for (fill, _msg, _units, task_id), is_new in zip(rows, new):

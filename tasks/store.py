@@ -85,22 +85,14 @@ class Store:
                 replies = pipe.execute()
         return [_hint(reply) for reply in replies]
 
-    def after_fills(self, market: str, events: list[dict[str, Any]]) -> "Ledger":
-        """What is not urgent about new fills (after their hedges are enqueued): the fills counter,
-        the events, and the ledger for the exposure check, in one round trip."""
+    def after_fills(self, market: str, events: list[dict[str, Any]]) -> None:
+        """What is not urgent about new fills (after their hedges are enqueued): the fills counter
+        and the events, in one round trip."""
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hincrby(f"lh:stats:{market}", "fills", len(events))
             for event in events:
                 pipe.publish(self.events_channel, json.dumps(event, default=_json_default))
-            pipe.get(f"lh:a_filled:{market}")
-            pipe.get(f"lh:hedged:{market}")
-            pipe.scard(f"lh:pending:{market}")
-            *_, a_filled, hedged, _pending = pipe.execute()
-        return Ledger(int(a_filled or 0), int(hedged or 0), [])
-
-    def begin_hedge(self, market: str, fill_msg: dict[str, Any], signed_units: int) -> "Ledger":
-        """The worker's first round trip: count the fill (once) and read the ledger."""
-        return self.send_begin_hedge(market, fill_msg, signed_units).result().ledger
+            pipe.execute()
 
     def send_begin_hedge(self, market: str, fill_msg: dict[str, Any], signed_units: int,
                          leg_if: "LegIf | None" = None) -> "BeginHedgeCall":
@@ -116,9 +108,8 @@ class Store:
             now = now_ms()
             hint = leg_if.hint
             args += [hint.a_filled, hint.hedged, hint.leg_seq, now, f"{now}:{time.perf_counter_ns()}",
-                     leg_if.window_s * 1000, leg_if.window_s * 2, leg_if.limit_per_minute,
-                     json.dumps(dict(leg_if.leg, sent_ms=now))]
-        return BeginHedgeCall(self, market, keys, args)
+                     leg_if.window_s * 1000, leg_if.window_s * 2, leg_if.limit_per_minute, json.dumps(leg_if.leg)]
+        return BeginHedgeCall(self, market, keys, args, None if leg_if is None else leg_if.leg)
 
     def fills(self, market: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(f"lh:fills:{market}").items()}
@@ -319,8 +310,9 @@ class BeginHedgeCall:
     opened) stays PENDING in the ledger and the next attempt resolves it at the venue.
     """
 
-    def __init__(self, store: "Store", market: str, keys: list[str], args: list[Any]):
-        self._store, self._market, self._keys, self._args = store, market, keys, args
+    def __init__(self, store: "Store", market: str, keys: list[str], args: list[Any],
+                 leg: dict[str, Any] | None):
+        self._store, self._market, self._keys, self._args, self._leg = store, market, keys, args, leg
         self._pool = store.r.connection_pool
         self._conn = self._pool.get_connection()
         try:
@@ -358,7 +350,7 @@ class BeginHedgeCall:
         pending = sorted((json.loads(v) for v in legs if v), key=lambda leg: leg["leg"])
         leg = None
         if int(opened) == 1:
-            leg = json.loads(self._args[-1])
+            leg = self._leg
             pending = [leg]  # none was pending, or it would not have been opened
         return BeginHedge(Ledger(int(a_filled), int(hedged), pending), int(fills), leg,
                           rate_limited=int(opened) == -1, rate_count=int(extra))

@@ -19,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -453,6 +455,26 @@ def summary_lines() -> list[str]:
     return lines
 
 
+def shuffled_plan(seed: int, variants, default: int, soak: int) -> tuple[random.Random, list[str]]:
+    """Each variant rounds(default, soak) times in a seeded order; the same rng then drives the fills."""
+    rng = random.Random(seed)
+    plan = [v for v in variants for _ in range(rounds(default, soak))]
+    rng.shuffle(plan)
+    return rng, plan
+
+
+@contextmanager
+def logs_on_failure(c: ChaosCluster, note: Callable[[], str] | None = None) -> Iterator[None]:
+    """On any failure inside: print `note()` (the plan, the state) and the processes' logs, re-raise."""
+    try:
+        yield
+    except BaseException:
+        if note is not None:
+            print(note())
+        print(dump_logs(c))
+        raise
+
+
 def dump_logs(c: ChaosCluster, names=("worker", "maker")) -> str:
     out = []
     for name in names:
@@ -462,4 +484,4 @@ def dump_logs(c: ChaosCluster, names=("worker", "maker")) -> str:
 
 __all__ = ["A", "B", "ETH", "ChaosCluster", "RedisTap", "PrivateRedis", "check_invariants", "FIGURES",
            "record_scenario", "record_hedges", "record_recovered", "summary_lines", "wait_until", "rounds", "SOAK", "MIN_BASE",
-           "dump_logs", "json", "Callable"]
+           "dump_logs", "logs_on_failure", "shuffled_plan", "json", "Callable"]

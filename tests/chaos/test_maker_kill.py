@@ -2,13 +2,12 @@
 happened while it was down found and hedged, hedges in flight waited for; then the invariants."""
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
 
 from tests.chaos.harness import (B, FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, record_recovered, rounds, wait_until)
+                                 last_trade_id, logs_on_failure, record_recovered, shuffled_plan, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -17,13 +16,11 @@ VARIANTS = ("resting_no_fill", "fill_while_down", "fill_then_kill_at_once", "kil
 
 def test_maker_kill9_mid_order(chaos):
     seed = 601
-    rng = random.Random(seed)
-    plan = [v for v in VARIANTS for _ in range(rounds(2, 10))]
-    rng.shuffle(plan)
+    rng, plan = shuffled_plan(seed, VARIANTS, 2, 10)
     c = chaos(seed)
     c.start_worker()
     c.start_maker()
-    try:
+    with logs_on_failure(c, lambda: f"plan={plan}"):
         for variant in plan:
             kind = f"maker_kill.{variant}"
             started, since, executed_before = time.monotonic(), last_trade_id(c), executed_b_orders(c)
@@ -46,10 +43,6 @@ def test_maker_kill9_mid_order(chaos):
             check_invariants(c, kind, since_trade_id=since, timeout_s=45)
             c.set_faults()
             record_recovered(kind, c, executed_before, started)
-    except BaseException:
-        print(f"plan={plan}")
-        print(dump_logs(c))
-        raise
 
 
 def test_maker_kill9_after_fill_counted_before_hedge_enqueued(chaos):

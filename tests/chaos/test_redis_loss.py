@@ -12,8 +12,8 @@ import time
 import pytest
 import redis
 
-from tests.chaos.harness import (check_invariants, dump_logs, executed_b_orders, fill_round, last_trade_id,
-                                 record_recovered, rounds, wait_until)
+from tests.chaos.harness import (check_invariants, executed_b_orders, fill_round, last_trade_id, logs_on_failure,
+                                 record_recovered, shuffled_plan, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -52,13 +52,12 @@ def _bring_to(c, state: str, rng: random.Random) -> None:
 
 
 def _run(chaos, seed: int, restart_all: bool, check_coi: bool, label: str = "redis_loss") -> None:
-    rng = random.Random(seed)
-    plan = [s for s in STATES for _ in range(rounds(1, 5))]
-    rng.shuffle(plan)
+    rng, plan = shuffled_plan(seed, STATES, 1, 5)
     c = chaos(seed, private_redis=True, tap=True)
     c.start_worker()
     c.start_maker()
-    try:
+    with logs_on_failure(c, lambda: (f"plan={plan} redis_keys={sorted(c.store.r.keys('*'))} "
+                                   f"hedge.b_len={c.store.r.llen('hedge.b')}")):
         fill_round(c, rng)  # B has hedge legs (client_order_index 1..) from before the first wipe
         check_invariants(c, "redis_loss.setup", record=False)
         for state in plan:
@@ -86,10 +85,6 @@ def _run(chaos, seed: int, restart_all: bool, check_coi: bool, label: str = "red
                     start()
             check_invariants(c, kind, since_trade_id=since, timeout_s=45, check_coi=check_coi)
             record_recovered(kind, c, executed_before, started)
-    except BaseException:
-        print(f"plan={plan} redis_keys={sorted(c.store.r.keys('*'))} hedge.b_len={c.store.r.llen('hedge.b')}")
-        print(dump_logs(c))
-        raise
 
 
 def test_redis_loses_everything_client_order_indexes_stay_unique(chaos):

@@ -3,13 +3,12 @@ dropped, not queued) while A's order fills: the fills of the gap must be found (
 backfill, the order re-read, the periodic REST backfill) and hedged once."""
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
 
-from tests.chaos.harness import (MIN_BASE, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, record_recovered, rounds, wait_until)
+from tests.chaos.harness import (MIN_BASE, check_invariants, executed_b_orders, fill_round, last_trade_id,
+                                 logs_on_failure, record_recovered, shuffled_plan, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -18,13 +17,11 @@ VARIANTS = ("pause_fill_unpause", "drop_then_fill", "pause_fill_drop_unpause", "
 
 def test_stream_gaps_with_fills_during_the_gap(chaos):
     seed = 701
-    rng = random.Random(seed)
-    plan = [v for v in VARIANTS for _ in range(rounds(10, 40))]
-    rng.shuffle(plan)
+    rng, plan = shuffled_plan(seed, VARIANTS, 10, 40)
     c = chaos(seed)
     c.start_worker()
     c.start_maker()
-    try:
+    with logs_on_failure(c, lambda: f"plan={plan}"):
         for variant in plan:
             kind = f"stream_gap.{variant}"
             started, since, executed_before = time.monotonic(), last_trade_id(c), executed_b_orders(c)
@@ -52,7 +49,3 @@ def test_stream_gaps_with_fills_during_the_gap(chaos):
                 c.sim.admin("/admin/ws/pause", {"paused": False})
             check_invariants(c, kind, since_trade_id=since, timeout_s=40)
             record_recovered(kind, c, executed_before, started)
-    except BaseException:
-        print(f"plan={plan}")
-        print(dump_logs(c))
-        raise

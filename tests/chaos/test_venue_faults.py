@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tests.chaos.harness import (A, B, FIGURES, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, record_hedges, rounds, wait_until)
+from tests.chaos.harness import (A, B, FIGURES, check_invariants, executed_b_orders, fill_round,
+                                 last_trade_id, logs_on_failure, record_hedges, rounds, wait_until)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -60,12 +60,9 @@ def test_venue_faults_every_kind_then_all_kinds_on_both_accounts(chaos):
     c = chaos(401)
     c.start_worker()
     c.start_maker()
-    try:
+    with logs_on_failure(c):
         for i, (kind, (sim_kind, settings, default_n, soak_n)) in enumerate(KINDS.items()):
             run_faulted_rounds(c, kind, sim_kind, {**settings, "accounts": [B]}, rounds(default_n, soak_n),
                                seed=4000 + i)
         run_faulted_rounds(c, "mixed_on_a_and_b", None, {**MIXED, "accounts": [A, B]}, rounds(20, 150),
                            seed=4100)
-    except BaseException:
-        print(dump_logs(c))
-        raise

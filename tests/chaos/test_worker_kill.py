@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from tests.chaos.harness import (B, check_invariants, dump_logs, executed_b_orders, fill_round,
-                                 last_trade_id, record_recovered, rounds, wait_until)
+from tests.chaos.harness import (B, check_invariants, executed_b_orders, fill_round, last_trade_id,
+                                 logs_on_failure, record_recovered, shuffled_plan, wait_until)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -84,14 +84,12 @@ def crash_at(c, step: str, rng: random.Random) -> str:
 
 def test_worker_kill9_at_each_step_of_a_hedge(chaos):
     seed = 501
-    rng = random.Random(seed)
-    plan = [step for step in STEPS for _ in range(rounds(2, 10))]
-    rng.shuffle(plan)
+    rng, plan = shuffled_plan(seed, STEPS, 2, 10)
     c = chaos(seed, tap=True)
     c.start_worker()
     c.start_maker()
     c.resting_order()
-    try:
+    with logs_on_failure(c, lambda: f"plan={plan}"):
         for i, step in enumerate(plan):
             kind = f"worker_kill.{step}"
             started, since, executed_before = time.monotonic(), last_trade_id(c), executed_b_orders(c)
@@ -99,7 +97,3 @@ def test_worker_kill9_at_each_step_of_a_hedge(chaos):
             c.start_worker()
             check_invariants(c, kind, since_trade_id=since, timeout_s=45)
             record_recovered(kind, c, executed_before, started)
-    except BaseException:
-        print(f"plan={plan}")
-        print(dump_logs(c))
-        raise

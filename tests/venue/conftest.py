@@ -1,4 +1,4 @@
-"""Fixtures for venue/ tests: throwaway API keys, a quiet simulator per test, a VenueClient.
+"""Fixtures for venue/ tests: a quiet simulator per test, a VenueClient (keys: tests/conftest.py).
 
 The simulator runs as a subprocess (the SDK's Go signer blocks on HTTP); the SDK client is
 created inside the test's own event loop (asyncio.run), as VenueClient requires.
@@ -14,9 +14,8 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from hedge.config import AccountConfig, parse_config
+from hedge.config import AccountConfig
 from venue.client import VenueClient
-from venue.keys import ensure_paper_keys
 from venue.sim.harness import SimProcess, start_sim
 
 A, B, MASTER = 281001, 281002, 281000
@@ -30,19 +29,6 @@ SIM_CONFIG = {"taker_flow": False, "random_walk": False, "accounts": [
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture(scope="session")
-def keys_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("venue-keys") / "keys.json"
-    cfg = parse_config({
-        "lighter": {"base_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/stream"},
-        "redis": {"url": "redis://127.0.0.1:6379/0"}, "keys_file": str(path),
-        "accounts": {"account_a": {"account_index": A, "api_key_index": KEY_A},
-                     "account_b": {"account_index": B, "api_key_index": KEY_B}},
-        "markets": {"ETH": {"quantity": "0.05"}}, "strategy": {}})
-    ensure_paper_keys(cfg)
-    return str(path)
 
 
 @pytest.fixture(scope="session")
