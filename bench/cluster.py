@@ -19,7 +19,7 @@ import redis
 import yaml
 
 from venue.keys import read_key_file, write_key_file
-from venue.sim.harness import SimProcess, free_port, start_sim
+from venue.sim.harness import SimProcess, free_port, profile_config, start_sim
 from venue.sim.harness import wait_until as harness_wait_until
 
 A, B, C, MASTER = 281001, 281002, 281003, 281000  # C: the floor script's own account
@@ -73,7 +73,7 @@ def make_keys(path: str, accounts: list[tuple[int, int]]) -> None:
 
 class BenchCluster:
     def __init__(self, *, quantity: str, strategy: dict | None = None, metrics: bool = True,
-                 sim: dict | None = None, keep_dir: bool = False):
+                 sim: dict | None = None, keep_dir: bool = False, profile: str = "instant"):
         self.workdir = Path(tempfile.mkdtemp(prefix="lh-bench-"))
         self.keep_dir = keep_dir
         self.redis_url, self._release = lock_redis_db()
@@ -88,8 +88,9 @@ class BenchCluster:
                 {"index": C, "master": MASTER + 10, "collateral": "100000000", "api_key_indexes": [KEY_C]}],
                 # deep synthetic book: a hedge of a 1,000-fill burst fills inside max_slippage_bps
                 "levels": 20, "level_size_min_lots": 400, "level_size_max_lots": 800}
-            sim_config.update(sim or {})
-            self.sim = start_sim(sim_config, keys_file=self.keys_file, log_path=str(self.workdir / "sim.log"))
+            sim_config = profile_config(profile, {**sim_config, **(sim or {})})
+            self.sim = start_sim(sim_config, profile=profile, keys_file=self.keys_file,
+                                 log_path=str(self.workdir / "sim.log"))
             self.metrics_ports = {"maker_port": free_port(), "worker_port": free_port()} if metrics else {}
             big = str(Decimal(quantity) * 4)
             self.config = {

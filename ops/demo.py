@@ -53,6 +53,7 @@ def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int
         if not _follow(pubsub, lambda: _quiet(store, markets), time.monotonic() + 30, latencies):
             click.echo("demo: the maker did not settle in time; the summary shows what the venue holds", err=True)
         ok = _summary(cfg, store, latencies)
+        _venue_requests(cfg, time.monotonic() - started)
         click.echo(f"Flower: http://127.0.0.1:{cfg.flower_port} (user {supervise.flower_user()}, "
                    f"password in $LH_FLOWER_PASSWORD or {run_dir}/flower-password)")
         click.echo(f"demo took {time.monotonic() - started:.0f}s")
@@ -118,6 +119,30 @@ def _summary(cfg: Config, store: Store, latencies: dict[str, list[int]]) -> bool
                    f"p50_latency_ms={statistics.median(lat) if lat else 'na'} "
                    f"max_latency_ms={lat[-1] if lat else 'na'}")
     return ok
+
+
+def _venue_requests(cfg: Config, elapsed_s: float) -> None:
+    """What the paper exchange counted against Lighter's request limits during the demo."""
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        with opener.open(cfg.base_url.rstrip("/") + "/admin/stats", timeout=5) as resp:
+            stats = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        click.echo(f"venue: request counts unavailable ({type(exc).__name__}: {exc})", err=True)
+        return
+    by_endpoint: dict[str, int] = {}
+    refused = 0
+    for per_endpoint in stats["requests"].values():
+        for endpoint, counts in per_endpoint.items():
+            by_endpoint[endpoint] = by_endpoint.get(endpoint, 0) + counts.get("requests", 0)
+            refused += counts.get("http_429", 0)
+    total = sum(by_endpoint.values())
+    tiers = sorted({b["tier"] for b in stats["rolling_minute"].values() if b["tier"] != "ip"})
+    ranked = ",".join(f"{e}:{n}" for e, n in sorted(by_endpoint.items(), key=lambda kv: -kv[1]))
+    click.echo(f"venue tier={'/'.join(tiers) or 'none'} rate_limits={str(stats['rate_limits']).lower()} "
+               f"requests={total} requests_per_min={total * 60 / max(elapsed_s, 1):.0f} http_429={refused} "
+               f"by_endpoint={ranked}")
 
 
 def _num(value: Decimal) -> str:

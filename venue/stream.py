@@ -1,8 +1,18 @@
 """Account stream listener: account_all/{A} over WebSocket -> one Fill per new trade of A.
 
-The stream carries trades (not orders). The first snapshot is history; after every
-reconnect the trades missed during the gap are backfilled over REST. Dedupe is by
-trade_id here (in memory) and again durably by whoever receives the fill.
+The stream carries trades (not orders). Lighter's snapshot carries no trade history
+(`"trades": {}`), so on the first start the history cutoff is A's newest trade in a REST read
+made before subscribing: every later trade is in the REST read after the snapshot or in an
+update frame. (A snapshot that does carry trades - older venues - is history up to its newest.)
+After every reconnect the trades missed during the gap are backfilled over REST. Updates that
+carry only positions are skipped. Dedupe is by trade_id here (in memory) and again durably by
+whoever receives the fill.
+
+Venue errors arrive nested, `{"type": "error", "error": {"code": N, "message": "..."}}` (some
+captures have no "type"); the flat `{"type": "error", "code": N, "message": "..."}` is read too.
+An error before the snapshot means the subscribe was refused: the session ends and reconnects
+with backoff instead of waiting for a snapshot that will not come. The ws_url may carry a query
+(`wss://.../stream?readonly=true`, Lighter's URL for restricted regions).
 """
 from __future__ import annotations
 
@@ -24,6 +34,10 @@ OnFill = Callable[[Fill], Awaitable[None]]
 OnFills = Callable[[list[Fill]], Awaitable[None]]
 Backfill = Callable[[], Awaitable[list[dict[str, Any]]]]
 SEEN_MAX = 50_000
+
+
+class VenueStreamError(RuntimeError):
+    """The venue refused the subscription (an error frame before the snapshot)."""
 
 
 class AccountStream:
@@ -99,13 +113,19 @@ class AccountStream:
     async def _listen(self) -> None:
         async with connect(self.ws_url, ping_interval=20, ping_timeout=20, open_timeout=10,
                            max_size=2**23) as ws:
-            channel = f"account_all/{self.account_index}"
-            await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
             first = self.connects == 0
             self.connects += 1
             log.info("event=stream.connected account=%s connects=%d", self.account_index, self.connects)
             if self.on_connect is not None:
                 self.on_connect(self.connects)
+            # Never hedged this account: what REST knows before we subscribe is history (the
+            # snapshot carries none). Read before subscribing, so no trade falls between the two.
+            rest_cutoff = None
+            if self.cutoff is None:
+                rest_cutoff = max((i for i in map(_trade_id, await self.backfill()) if i is not None),
+                                  default=0)
+            channel = f"account_all/{self.account_index}"
+            await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
             snapshot_done = False
             async for raw in ws:
                 recv_us = time.time_ns() // 1000  # the frame's arrival: every fill in it carries it
@@ -113,31 +133,38 @@ class AccountStream:
                 if msg is None:
                     continue
                 kind = msg.get("type")
-                if kind == "ping":
+                error = _venue_error(msg)
+                if error is not None:
+                    code, message = error
+                    log.error("event=stream.venue_error account=%s code=%s message=%r snapshot=%s",
+                              self.account_index, code, message, str(snapshot_done).lower())
+                    if not snapshot_done:
+                        raise VenueStreamError(f"subscribe to {channel} refused: code={code} "
+                                               f"message={message!r}")
+                elif kind == "ping":
                     await ws.send('{"type":"pong"}')
                 elif kind == "subscribed/account_all":
-                    await self._on_snapshot(msg, first)
+                    await self._on_snapshot(msg, first, rest_cutoff)
                     snapshot_done = True
                     self.connected.set()
                     if not first and self.on_reconnect is not None:
                         await self.on_reconnect()
                 elif kind == "update/account_all" and snapshot_done:
-                    await self._emit(_trades_of(msg), recv_us)
-                elif kind == "error":
-                    log.error("event=stream.venue_error account=%s code=%s message=%r",
-                              self.account_index, msg.get("code"), msg.get("message"))
+                    trades = _trades_of(msg)
+                    if trades:  # Lighter sends positions in their own update frames: nothing to emit
+                        await self._emit(trades, recv_us)
 
-    async def _on_snapshot(self, msg: dict[str, Any], first: bool) -> None:
+    async def _on_snapshot(self, msg: dict[str, Any], first: bool, rest_cutoff: int | None) -> None:
         snapshot = _trades_of(msg)
         missed = await self.backfill()
         if self.cutoff is None:
-            # Never hedged this account before: everything it traded up to the snapshot is history.
-            # A REST trade above the snapshot's newest happened after we subscribed (its update frame
-            # is already queued behind the snapshot): it is a new fill, not history. Only when the
-            # snapshot carries no trade at all is the REST answer the view of history.
+            # Never hedged this account before: everything it traded before we subscribed is
+            # history. The REST read made before subscribing marks that point; a snapshot with
+            # trades (older venues) marks a later one. A REST trade above the cutoff happened after
+            # we subscribed (its update frame is already queued behind the snapshot): a new fill.
             snap_ids = [i for i in map(_trade_id, snapshot) if i is not None]
             rest_ids = [i for i in map(_trade_id, missed) if i is not None]
-            self.cutoff = max(snap_ids) if snap_ids else max(rest_ids, default=0)
+            self.cutoff = max(snap_ids + [rest_cutoff or 0])
             self._seen.update(i for i in snap_ids + rest_ids if i <= self.cutoff)
             log.info("event=stream.history account=%s cutoff_trade_id=%d", self.account_index, self.cutoff)
             if self.on_cutoff is not None:
@@ -206,6 +233,16 @@ def _parse(raw: Any) -> dict[str, Any] | None:
         log.error("event=stream.bad_frame reason=not_an_object frame=%r", str(raw)[:200])
         return None
     return msg
+
+
+def _venue_error(msg: dict[str, Any]) -> tuple[Any, Any] | None:
+    """(code, message) of an error frame, nested or flat; None for any other frame."""
+    nested = msg.get("error")
+    if isinstance(nested, dict):
+        return nested.get("code"), nested.get("message")
+    if msg.get("type") == "error":
+        return msg.get("code"), msg.get("message")
+    return None
 
 
 def _trades_of(msg: dict[str, Any]) -> list[dict[str, Any]]:

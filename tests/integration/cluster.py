@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from venue.sim.harness import SimProcess, start_sim, wait_until  # noqa: F401 (re-exported for tests)
+from venue.sim.harness import SimProcess, profile_config, start_sim, wait_until  # noqa: F401 (re-exported for tests)
 
 A, B, MASTER = 281001, 281002, 281000
 ETH = 0
@@ -23,15 +23,16 @@ BIN = Path(sys.executable).parent
 
 class Cluster:
     def __init__(self, workdir: Path, redis_url: str, keys_file: str, *, strategy: dict | None = None,
-                 sim: dict | None = None, markets: dict | None = None):
+                 sim: dict | None = None, markets: dict | None = None, profile: str = "instant"):
         self.workdir = workdir
         self.redis_url = redis_url
         self.keys_file = keys_file
         sim_config = {"taker_flow": False, "random_walk": False, "accounts": [
             {"index": A, "master": MASTER, "collateral": "1000000", "api_key_indexes": [3]},
             {"index": B, "master": MASTER, "collateral": "1000000", "api_key_indexes": [4]}]}
-        sim_config.update(sim or {})
-        self.sim: SimProcess = start_sim(sim_config, keys_file=keys_file, log_path=str(workdir / "sim.log"))
+        sim_config = profile_config(profile, {**sim_config, **(sim or {})})
+        self.sim: SimProcess = start_sim(sim_config, profile=profile, keys_file=keys_file,
+                                         log_path=str(workdir / "sim.log"))
         self.config = {
             "mode": "paper",
             "lighter": {"base_url": self.sim.base_url, "ws_url": self.sim.ws_url},

@@ -1,4 +1,8 @@
-"""Fixtures for integration tests: a cluster per test (redis_url and keys_file: tests/conftest.py)."""
+"""Fixtures for integration tests: a cluster per test (redis_url and keys_file: tests/conftest.py).
+
+Clusters run the simulator's `instant` profile (no request limits, no speed bumps) unless a test
+passes `profile=`: these tests prove the pipeline, and the engine does not fit Lighter's Standard
+budget yet (issue 10). venue.sim.harness.PROFILES says what each profile is."""
 from __future__ import annotations
 
 import pytest

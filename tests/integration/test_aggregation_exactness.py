@@ -39,7 +39,8 @@ _fill_ids = itertools.count(1)
 def env(keys_file):
     sim = start_sim({"taker_flow": False, "random_walk": False, "accounts": [
         {"index": A, "master": MASTER, "collateral": "1000000", "api_key_indexes": [3]},
-        {"index": B, "master": MASTER, "collateral": "1000000", "api_key_indexes": [4]}]}, keys_file=keys_file)
+        {"index": B, "master": MASTER, "collateral": "1000000", "api_key_indexes": [4]}]},
+        profile="instant", keys_file=keys_file)
     redis_url = os.environ["LH_REDIS_URL"]
     cfg = parse_config({
         "lighter": {"base_url": sim.base_url, "ws_url": sim.ws_url}, "redis": {"url": redis_url},

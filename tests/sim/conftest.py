@@ -12,6 +12,10 @@ from venue.sim.config import parse_sim_config
 from venue.sim.engine import Engine
 from venue.sim.harness import SimProcess, start_sim, wait_until
 
+# The shared `sim` fixture runs the `instant` profile (no request limits, no speed bumps): these
+# tests exercise the protocol and the matching. Tests of the tiers start their own simulator.
+SIM_PROFILE = "instant"
+
 ACCOUNT_A, KEY_A = 281001, 3
 ACCOUNT_B, KEY_B = 281002, 4
 
@@ -114,8 +118,8 @@ def keys_file(tmp_path_factory, api_keys) -> str:
 @pytest.fixture(scope="module")
 def sim(keys_file) -> SimProcess:
     """A quiet simulator subprocess (no random walk / taker flow) with the test keys."""
-    with start_sim({"tick_ms": 50, "random_walk": False, "taker_flow": False}, seed=5,
-                   keys_file=keys_file) as proc:
+    with start_sim({"tick_ms": 50, "random_walk": False, "taker_flow": False}, profile=SIM_PROFILE,
+                   seed=5, keys_file=keys_file) as proc:
         yield proc
         assert proc.alive(), f"simulator died:\n{proc.log_tail()}"
         assert_clean_log(proc)

@@ -78,7 +78,6 @@ def test_ioc_remainder_status_slippage_vs_liquidity():
     (0, "canceled-self-trade", "filled", 1),                       # expire maker, go deeper
     (1, "open", "canceled-self-trade", 0),                         # expire taker
     (2, "canceled-self-trade", "canceled-self-trade", 0),          # expire both
-    (3, "canceled-self-trade", "canceled-self-trade", 0),          # treated as 2
 ])
 def test_self_trade_prevention_between_accounts_of_one_master(mode, maker_status, taker_status, trades):
     engine = quiet_engine()
@@ -94,15 +93,42 @@ def test_self_trade_prevention_between_accounts_of_one_master(mode, maker_status
         assert trade.json["price"] == f"{best_ask // 100}.{best_ask % 100:02d}"   # synthetic level
 
 
-def test_self_trade_default_when_attributes_are_null_is_expire_maker():
+def test_without_the_master_attribute_accounts_of_one_master_trade_with_each_other():
+    """Lighter's default equality is the account index: STP across a master needs "7": 1."""
     engine = quiet_engine()
     a, b = _trader_pair(engine)
     own_bid = a.order(base=100, price=310000).order                  # crosses synthetic asks
     assert own_bid.status == "filled"
     resting = a.order(base=100, price=engine.markets[0].bids.best().price + 5).order
-    b.order(base=100, price=200000, is_ask=True, order_type=1, tif=0)
+    b.order(base=100, price=200000, is_ask=True, order_type=1, tif=0)   # L2TxAttributes null
+    assert resting.status == "filled"
+    assert any({t.ask_account_id, t.bid_account_id} == {ACCOUNT_A, ACCOUNT_B} for t in engine.trades)
+
+
+def test_with_the_master_attribute_the_resting_order_of_the_other_account_expires():
+    engine = quiet_engine()
+    a, b = _trader_pair(engine)
+    resting = a.order(base=100, price=engine.markets[0].bids.best().price + 5).order
+    b.order(base=100, price=200000, is_ask=True, order_type=1, tif=0, stp_mode=0)   # {"6":0,"7":1}
     assert resting.status == "canceled-self-trade"
     assert all({t.ask_account_id, t.bid_account_id} != {ACCOUNT_A, ACCOUNT_B} for t in engine.trades)
+
+
+def test_an_order_trading_with_its_own_account_expires_the_maker_without_any_attribute():
+    engine = quiet_engine()
+    a, _ = _trader_pair(engine)
+    resting = a.order(base=100, price=engine.markets[0].bids.best().price + 5).order
+    a.order(base=100, price=200000, is_ask=True, order_type=1, tif=0)
+    assert resting.status == "canceled-self-trade"
+    assert not any(t.ask_account_id == t.bid_account_id for t in engine.trades)
+
+
+def test_reduce_behaviour_with_master_equality_is_refused():
+    engine = quiet_engine()
+    _, b = _trader_pair(engine)
+    with pytest.raises(TxRejected) as err:
+        b.order(base=100, price=200000, is_ask=True, order_type=1, tif=0, stp_mode=3)
+    assert err.value.code == 21501 and "reduce" in err.value.message
 
 
 def test_reduce_only_cuts_excess_and_refuses_to_increase():

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def fsim():
-    with start_sim({"tick_ms": 50, "random_walk": False, "taker_flow": False}, seed=8) as proc:
+    with start_sim({"tick_ms": 50, "random_walk": False, "taker_flow": False}, profile="instant", seed=8) as proc:
         yield proc
         assert proc.alive(), proc.log_tail()
         assert_clean_log(proc)

@@ -88,7 +88,7 @@ def test_admin_market_sets_mid_and_the_book_follows(sim):
 
 
 def test_register_key_makes_apikeys_answer():
-    with start_sim({"tick_ms": 100}, seed=2) as sim:
+    with start_sim({"tick_ms": 100}, profile="instant", seed=2) as sim:
         sim.admin("/admin/register_key", {"account_index": 281001, "api_key_index": 3,
                                           "public_key": "0xABCDEF"})
         keys = sim.request("GET", "/api/v1/apikeys?account_index=281001")[1]["api_keys"]
@@ -111,12 +111,12 @@ def test_cli_bad_config_names_the_field(tmp_path):
     result = _run_cli("--port", "1", "--config", str(config))
     assert result.returncode == 2 and "sim.levels" in result.stderr
     with pytest.raises(SimStartError, match="sim.tick_ms"):
-        start_sim({"tick_ms": -1}, timeout_s=10)
+        start_sim({"tick_ms": -1}, profile="instant", timeout_s=10)
 
 
 def test_keys_file_private_key_never_logged(tmp_path, keys_file):
     log_path = tmp_path / "sim.log"
-    with start_sim({}, keys_file=keys_file, log_path=str(log_path)) as sim:
+    with start_sim({}, profile="instant", keys_file=keys_file, log_path=str(log_path)) as sim:
         sim.request("GET", "/api/v1/apikeys?account_index=281001")
         send_tx(sim, 14, order_tx(0, price=250000))
     text = log_path.read_text()

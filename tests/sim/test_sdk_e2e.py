@@ -127,13 +127,15 @@ def test_ws_client_receives_fill_of_admin_fill(sim, api_keys):
         updates = wait_until(
             lambda: [t for m in messages if m["type"] == "update/account_all"
                      for t in m["trades"].get("0", []) if t["trade_id"] in filled["trade_ids"]]
-            if len([1 for m in messages if m["type"] == "update/account_all"]) >= 2 else None,
-            what="two update/account_all frames")
+            if len([1 for m in messages if m["type"] == "update/account_all" and m["trades"]]) >= 2 else None,
+            what="two update/account_all trade frames")
         assert [t["size"] for t in updates] == ["0.0040", "0.0060"]
         for trade in updates:
             assert trade["bid_account_id"] == ACCOUNT_A and trade["bid_client_id"] == 201
             assert trade["is_maker_ask"] is False       # A's resting bid was the maker
-        last = [m for m in messages if m["type"] == "update/account_all"][-1]
+        # Positions come in frames of their own, after the trades (as Lighter sends them).
+        last = wait_until(lambda: [m for m in messages if m["type"] == "update/account_all" and m["positions"]],
+                          what="a positions frame")[-1]
         assert last["channel"] == f"account_all:{ACCOUNT_A}"
         assert last["positions"]["0"]["sign"] in (1, -1)
     finally:

@@ -1,4 +1,8 @@
-"""The /stream WebSocket: snapshots, diffs, ping/pong, garbage tolerance, drop and pause."""
+"""The /stream WebSocket: snapshots, diffs, ping/pong, garbage tolerance, drop and pause.
+
+Runs under tests/sim/conftest.py's `sim`: profile SIM_PROFILE ("instant"), quiet market, no
+faults. Lighter's frame shapes, errors, private channels and limits: test_ws_lighter_frames.py.
+"""
 from __future__ import annotations
 
 import json
@@ -15,12 +19,12 @@ ALLOWED_TYPES = {"connected", "subscribed/order_book", "update/order_book",
                  "subscribed/account_all", "update/account_all", "ping", "pong"}
 
 
-def _recv_until(ws, predicate, timeout_s: float = 5.0) -> list[dict]:
+def _recv_until(ws, predicate, timeout_s: float = 5.0, allowed: set[str] = ALLOWED_TYPES) -> list[dict]:
     """Frames received up to and including the first one matching `predicate`."""
     frames = []
     while True:
         frame = json.loads(ws.recv(timeout=timeout_s))
-        assert frame["type"] in ALLOWED_TYPES, frame
+        assert frame["type"] in allowed, frame
         frames.append(frame)
         if predicate(frame):
             return frames
@@ -47,15 +51,19 @@ def test_order_book_snapshot_then_diffs(sim):
         assert update["order_book"]["begin_nonce"] == snap["order_book"]["nonce"]
 
 
-def test_ping_pong_and_garbage_is_ignored(sim):
+def test_ping_pong_garbage_is_ignored_and_bad_channels_get_errors(sim):
     with connect(sim.ws_url) as ws:
         ws.recv(timeout=5)
         for junk in ("not json", "[1,2]", '{"type":"subscribe","channel":"nope/1"}',
                      '{"type":"subscribe","channel":"order_book/x"}', '{"type":"weird"}', "null"):
             ws.send(junk)
         ws.send(json.dumps({"type": "ping"}))
-        frames = _recv_until(ws, lambda f: f["type"] == "pong")
+        frames = _recv_until(ws, lambda f: f["type"] == "pong", allowed=ALLOWED_TYPES | {"error"})
         assert frames[-1] == {"type": "pong"}
+        # Only the two subscriptions are answered (nested, as Lighter does); the rest is ignored.
+        errors = [f["error"] for f in frames if f["type"] == "error"]
+        assert [e["code"] for e in errors] == [30005, 30005]
+        assert all(e["message"].startswith("Invalid Channel") for e in errors)
     assert sim.request("GET", "/api/v1/orderBooks")[0] == 200
 
 
@@ -92,4 +100,5 @@ def test_pause_drops_frames_but_trades_still_land(sim):
                                          "client_order_index": 301, "sizes": ["0.0050"]})
         update = _recv_until(ws, lambda f: f["type"] == "update/account_all")[-1]
         assert [t["trade_id"] for t in update["trades"]["0"]] == live["trade_ids"]
-        assert update["positions"]["0"]["market_id"] == 0
+        positions = _recv_until(ws, lambda f: f["type"] == "update/account_all")[-1]
+        assert positions["trades"] == {} and positions["positions"]["0"]["market_id"] == 0

@@ -41,7 +41,7 @@ def private_keys(keys_file) -> dict[int, str]:
 @pytest.fixture
 def sim(keys_file, tmp_path) -> SimProcess:
     """A fresh deterministic simulator (no random walk, no taker flow) for each test."""
-    proc = start_sim(SIM_CONFIG, keys_file=keys_file, log_path=str(tmp_path / "sim.log"))
+    proc = start_sim(SIM_CONFIG, profile="instant", keys_file=keys_file, log_path=str(tmp_path / "sim.log"))
     try:
         yield proc
         assert proc.alive(), f"simulator died:\n{proc.log_tail()}"

@@ -7,24 +7,33 @@ What the listener guarantees (and these tests hold it to):
     size, price and order; a trade is emitted again only if the receiver raised for it;
   * a gap in the stream (disconnect, dropped frames) is closed by the REST backfill that runs
     after every reconnect -- at the latest, a trade is delivered after the next reconnect.
+
+The `sim` tests run a fresh simulator per test (tests/venue/conftest.py: profile "instant", quiet
+market, no faults); the others run a local fake venue speaking Lighter's frames, including the
+documented examples in tests/fixtures/lighter_frames/.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from hedge.fill import BUY, Fill
+from hedge.fill import BUY, SIDES, Fill
 from venue.stream import AccountStream
 
 from .conftest import A, ETH, admin, best_prices, eventually, open_client, run, sim_trade_ids
 
 pytestmark = pytest.mark.timeout(60)
 WAIT_S = 10
+FRAMES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "lighter_frames"
 
 
 class Recorder:
@@ -67,10 +76,11 @@ class GatedStream(AccountStream):
 class Listener:
     """A running GatedStream over A's account, backfilling from the VenueClient."""
 
-    def __init__(self, sim, client, recorder: Recorder, backfill=None, backfill_interval_s=None):
+    def __init__(self, sim, client, recorder: Recorder, backfill=None, backfill_interval_s=None,
+                 ws_url: str | None = None):
         self.cutoffs: list[int] = []
         # Periodic backfill off by default so each test controls when REST is asked.
-        self.stream = GatedStream(sim.ws_url, A, recorder, backfill or (lambda: client.trades(None, 100)),
+        self.stream = GatedStream(ws_url or sim.ws_url, A, recorder, backfill or (lambda: client.trades(None, 100)),
                                   on_cutoff=self._on_cutoff, backoff_base_s=0.02, backoff_cap_s=0.1, seed=3,
                                   backfill_interval_s=backfill_interval_s)
         self.task: asyncio.Task | None = None
@@ -160,17 +170,52 @@ def test_first_snapshot_is_history_and_a_later_trade_is_emitted_once(sim, privat
     run(scenario())
 
 
-def test_trade_between_snapshot_and_backfill_is_not_taken_for_history(sim, private_keys):
-    """A trade landing right after the subscription (before the REST answer) is a new fill."""
+def test_trade_right_after_the_history_read_is_a_new_fill(sim, private_keys):
+    """The snapshot carries no trades: history is what REST knew before the subscribe. A trade
+    landing after that read (before the subscribe is even sent) is a new fill, delivered by the
+    REST read that follows the snapshot."""
     async def scenario():
         client = await open_client(sim, private_keys)
         try:
             await rest_bid(sim, client, 1001)
             history = await fill(sim, 1001, ["0.0100"])
+            calls: list[int] = []
+            after_read: list[int] = []
+
+            async def backfill():
+                trades = await client.trades(None, 100)
+                calls.append(len(calls))
+                if len(calls) == 1:  # the history read, made before subscribing
+                    after_read.extend(await fill(sim, 1001, ["0.0070"]))
+                return trades
+
+            recorder = Recorder()
+            async with Listener(sim, client, recorder, backfill=backfill) as listener:
+                await eventually(lambda: recorder.fills, WAIT_S, "the trade made after the history read")
+                assert listener.cutoffs == history and recorder.ids == after_read
+                await listener.reconnect(sim)
+                assert recorder.ids == after_read
+            assert_exactly_once(recorder, sim, set(history))
+        finally:
+            await client.close()
+
+    run(scenario())
+
+
+def test_trade_between_snapshot_and_backfill_is_not_taken_for_history(sim, private_keys):
+    """A trade landing right after the subscription (before the REST answer) is a new fill,
+    delivered once although both its update frame and the REST read carry it."""
+    async def scenario():
+        client = await open_client(sim, private_keys)
+        try:
+            await rest_bid(sim, client, 1001)
+            history = await fill(sim, 1001, ["0.0100"])
+            calls: list[int] = []
             racing: list[int] = []
 
             async def backfill_with_a_racing_trade():
-                if not racing:
+                calls.append(len(calls))
+                if len(calls) == 2:  # the read after the snapshot: the trade races it
                     racing.extend(await fill(sim, 1001, ["0.0070"]))
                 return await client.trades(None, 100)
 
@@ -185,6 +230,24 @@ def test_trade_between_snapshot_and_backfill_is_not_taken_for_history(sim, priva
             await client.close()
 
     run(scenario())
+
+
+def test_listener_accepts_a_readonly_ws_url(sim, private_keys):
+    """Lighter's URL for restricted regions, `/stream?readonly=true`, carries account_all too."""
+    async def scenario():
+        client = await open_client(sim, private_keys)
+        try:
+            await rest_bid(sim, client, 1001)
+            recorder = Recorder()
+            async with Listener(sim, client, recorder, ws_url=sim.ws_url + "?readonly=true") as listener:
+                assert listener.stream.ws_url.endswith("/stream?readonly=true")
+                ids = await fill(sim, 1001, ["0.0050"])
+                await eventually(lambda: recorder.ids == ids, WAIT_S, "the fill over the readonly URL")
+        finally:
+            await client.close()
+
+    run(scenario())
+    assert "readonly=true" in open(sim.log_path, errors="replace").read()
 
 
 # ---- gaps -----------------------------------------------------------------------------------------
@@ -308,11 +371,29 @@ def account_frame(kind: str, trades) -> str:
                        "trades": trades, "positions": {}})
 
 
+def lighter_frame(kind: str, *, trades=None, positions=None, account: int = A) -> str:
+    """An account_all frame as Lighter sends it: every documented key, what it does not carry empty."""
+    return json.dumps({"type": f"{kind}/account_all", "channel": f"account_all:{account}", "account": account,
+                       "assets": {}, "funding_histories": {}, "shares": [],
+                       "daily_trades_count": 0, "daily_volume": 0, "weekly_trades_count": 0, "weekly_volume": 0,
+                       "monthly_trades_count": 0, "monthly_volume": 0, "total_trades_count": 0, "total_volume": 0,
+                       "positions": positions or {}, "trades": trades or {}})
+
+
+POSITION = {"market_id": 0, "symbol": "ETH", "initial_margin_fraction": "5.00", "open_order_count": 0,
+            "pending_order_count": 0, "position_tied_order_count": 0, "sign": 1, "position": "0.0100",
+            "avg_entry_price": "3000.00", "position_value": "30.000000", "unrealized_pnl": "0.000000",
+            "realized_pnl": "0.000000", "liquidation_price": "0", "margin_mode": 0, "allocated_margin": "0.000000"}
+PING = json.dumps({"type": "ping"})
+PONG = '{"type":"pong"}'
+
+
 class FakeVenue:
     """A WebSocket server speaking just enough of /stream; `script(n)` lists the frames of connection n."""
 
-    def __init__(self, script):
+    def __init__(self, script, account: int = A):
         self.script = script
+        self.account = account
         self.connections = 0
         self.received: list[str] = []
 
@@ -321,7 +402,7 @@ class FakeVenue:
         n = self.connections
         await ws.send(json.dumps({"type": "connected"}))
         sub = json.loads(await ws.recv())
-        assert sub == {"type": "subscribe", "channel": f"account_all/{A}"}
+        assert sub == {"type": "subscribe", "channel": f"account_all/{self.account}"}
         frames, then_close = self.script(n)
         for frame in frames:
             await ws.send(frame)
@@ -331,8 +412,8 @@ class FakeVenue:
             self.received.append(message)
 
 
-async def with_fake_venue(script, body) -> None:
-    venue = FakeVenue(script)
+async def with_fake_venue(script, body, *, backfill=None, account: int = A) -> None:
+    venue = FakeVenue(script, account)
     async with serve(venue.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         recorder = Recorder()
@@ -340,7 +421,7 @@ async def with_fake_venue(script, body) -> None:
         async def no_backfill():
             return []
 
-        stream = AccountStream(f"ws://127.0.0.1:{port}", A, recorder, no_backfill,
+        stream = AccountStream(f"ws://127.0.0.1:{port}", account, recorder, backfill or no_backfill,
                                backoff_base_s=0.01, backoff_cap_s=0.05, seed=1)
         task = asyncio.create_task(stream.run())
         try:
@@ -402,3 +483,167 @@ def test_malformed_history_does_not_poison_every_reconnect():
         assert venue.connections == 2 and stream.connected.is_set()
 
     run(with_fake_venue(script, body))
+
+
+# ---- Lighter's frames (a local fake venue) ---------------------------------------------------------
+
+def bad_logs(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if "bad_trade" in r.getMessage() or "bad_frame" in r.getMessage()]
+
+
+def test_snapshot_without_trades_takes_history_from_rest_and_skips_position_frames(caplog):
+    """Lighter's snapshot: positions, `"trades": {}`; trades and positions in separate updates."""
+    history = [wire_trade(9), wire_trade(10)]
+    rest_reads: list[int] = []
+
+    def script(n):
+        assert n == 1, "the session broke"
+        return [lighter_frame("subscribed", positions={"0": POSITION, "1": dict(POSITION, market_id=1)}),
+                lighter_frame("update", trades={"0": [wire_trade(11)]}),
+                lighter_frame("update", positions={"0": POSITION}),
+                lighter_frame("update", trades={"0": [wire_trade(12), wire_trade(13, bid_account_id=OTHER,
+                                                                                  ask_account_id=7)]}),
+                lighter_frame("update", positions={"0": dict(POSITION, position="0.0200")}),
+                PING], False
+
+    async def backfill():
+        rest_reads.append(1)
+        return history
+
+    async def body(venue, stream, recorder):
+        await eventually(lambda: PONG in venue.received, WAIT_S, "the pong after the last frame")
+        assert stream.cutoff == 10 and recorder.ids == [11, 12]
+        assert len(rest_reads) == 2  # the history read before subscribing, the gap read after the snapshot
+
+    run(with_fake_venue(script, body, backfill=backfill))
+    assert bad_logs(caplog) == []
+
+
+def test_venue_errors_are_logged_nested_untyped_and_flat(caplog):
+    caplog.set_level(logging.INFO, logger="venue.stream")
+    errors = [{"type": "error", "error": {"code": 20001, "message": "invalid param : auth field is required: "
+                                                                     "account_all_orders:0"}},
+              {"error": {"code": 30009, "message": "Too Many Websocket Messages!"}},
+              {"type": "error", "code": 30005, "message": "Invalid Channel"}]
+
+    def script(n):
+        assert n == 1, "an error after the snapshot must not end the session"
+        return ([lighter_frame("subscribed")] + [json.dumps(e) for e in errors]
+                + [lighter_frame("update", trades={"0": [wire_trade(11)]}), PING]), False
+
+    async def body(venue, stream, recorder):
+        await eventually(lambda: PONG in venue.received, WAIT_S, "the pong after the errors")
+        assert recorder.ids == [11] and stream.connects == 1
+
+    run(with_fake_venue(script, body))
+    logged = [r.getMessage() for r in caplog.records if "event=stream.venue_error" in r.getMessage()]
+    assert len(logged) == 3, logged
+    assert "code=20001 message='invalid param : auth field is required: account_all_orders:0'" in logged[0]
+    assert "code=30009 message='Too Many Websocket Messages!'" in logged[1]
+    assert "code=30005 message='Invalid Channel'" in logged[2]
+    assert all(r.levelno == logging.ERROR for r in caplog.records if "stream.venue_error" in r.getMessage())
+
+
+def test_an_error_instead_of_the_snapshot_ends_the_session_and_it_reconnects(caplog):
+    def script(n):
+        if n == 1:  # the subscribe refused: no snapshot will come on this connection
+            return [json.dumps({"type": "error", "error": {"code": 30009,
+                                                           "message": "Too Many Websocket Messages!"}})], False
+        return [lighter_frame("subscribed"), lighter_frame("update", trades={"0": [wire_trade(11)]})], False
+
+    async def backfill():
+        return [wire_trade(10)]
+
+    async def body(venue, stream, recorder):
+        await eventually(lambda: recorder.fills, WAIT_S, "the fill after the reconnect")
+        assert recorder.ids == [11] and stream.cutoff == 10
+        assert venue.connections == 2 and stream.connects == 2 and stream.connected.is_set()
+
+    run(with_fake_venue(script, body, backfill=backfill))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("event=stream.venue_error" in m and "code=30009" in m and "snapshot=false" in m for m in messages)
+    assert any("event=stream.disconnected" in m and "VenueStreamError" in m for m in messages)
+
+
+def load_frame(name: str) -> dict:
+    return json.loads((FRAMES_DIR / name).read_text())
+
+
+async def fills_from(frame: dict, account: int) -> list[Fill]:
+    """The fills our listener makes of `frame`, served by a fake venue after a Lighter snapshot."""
+    got: list[Fill] = []
+
+    def script(n):
+        assert n == 1, "the session broke"
+        return [lighter_frame("subscribed", account=account), json.dumps(frame), PING], False
+
+    async def body(venue, stream, recorder):
+        await eventually(lambda: PONG in venue.received, WAIT_S, "the pong after the frame")
+        got.extend(recorder.fills)
+
+    await with_fake_venue(script, body, account=account)
+    return got
+
+
+def fill_kinds(fill: Fill) -> dict[str, type]:
+    return {f.name: type(getattr(fill, f.name)) for f in dataclasses.fields(Fill)}
+
+
+def test_documented_and_simulated_account_all_frames_give_the_same_fills(sim, private_keys, caplog):
+    """Lighter's documented account_all examples (tests/fixtures/lighter_frames, from
+    apidocs.lighter.xyz/docs/websocket-reference) and the simulator's frame for a fill of A go
+    through the listener's parsing (venue/stream.py, hedge/fill.py) to the same kind of Fill."""
+    documented = load_frame("account_all_update_example.json")
+    older = load_frame("account_all_update_example_older.json")
+    assert older["type"] == "update/account"  # the docs' typo: real frames say update/account_all
+    older["type"] = "update/account_all"
+    documented_trade = load_frame("trade_example.json")
+
+    async def scenario():
+        client = await open_client(sim, private_keys)
+        try:
+            order, price = await rest_bid(sim, client, 1001)
+            async with connect(sim.ws_url, open_timeout=WAIT_S) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "channel": f"account_all/{A}"}))
+
+                async def next_update():
+                    while True:
+                        frame = json.loads(await ws.recv())
+                        if frame["type"] == "update/account_all" and frame["trades"]:
+                            return frame
+                [trade_id] = await fill(sim, 1001, ["0.0050"])
+                simulated = await asyncio.wait_for(next_update(), WAIT_S)
+            assert [t["trade_id"] for t in simulated["trades"]["0"]] == [trade_id]
+            # The documented Trade JSON example, in the simulator's frame.
+            with_documented_trade = dict(simulated, trades={"0": [documented_trade]})
+            return (order, price, simulated, await fills_from(documented, 654321),
+                    await fills_from(older, 654321), await fills_from(documented, 10),
+                    await fills_from(simulated, A), await fills_from(with_documented_trade, 317068))
+        finally:
+            await client.close()
+
+    order, price, simulated, [doc], [doc_older], not_a_party, [simulated_fill], [doc_trade] = run(scenario())
+
+    # The simulator's frame has the documented keys, and its trade every key the docs' Trade has.
+    assert set(simulated) == set(documented)
+    assert set(documented_trade) <= set(simulated["trades"]["0"][0])
+
+    # Same kind of Fill: the same fields, of the same types; amounts Decimal.
+    for f in (doc, doc_older, simulated_fill, doc_trade):
+        assert fill_kinds(f) == fill_kinds(simulated_fill)
+        assert isinstance(f.base_amount, Decimal) and isinstance(f.price, Decimal)
+        assert f.side in SIDES and f.base_amount > 0 and f.price > 0
+    assert (doc.fill_id, doc.market_index, doc.side, doc.base_amount, doc.price, doc.order_index,
+            doc.client_order_index) == ("401", 101, BUY, Decimal("0.5"), Decimal("20000.00"), 502, 0)
+    # The Account All example's timestamp is in seconds: taken as ms it is 1000x too small.
+    assert doc.ts_exchange_ms == 1_700_000_000
+    assert dataclasses.replace(doc_older, ts_seen_ms=0, ts_seen_us=0) == dataclasses.replace(
+        doc, ts_seen_ms=0, ts_seen_us=0)
+    assert not_a_party == []  # account 10's example trade is between 123456 and 654321
+    assert (simulated_fill.side, simulated_fill.base_amount, simulated_fill.price, simulated_fill.order_index,
+            simulated_fill.client_order_index) == (BUY, Decimal("0.0050"), price, order.order_index, 1001)
+    assert (doc_trade.fill_id, doc_trade.side, doc_trade.base_amount, doc_trade.price, doc_trade.order_index,
+            doc_trade.client_order_index, doc_trade.ts_exchange_ms) == (
+        "16164557907", BUY, Decimal("0.1336"), Decimal("2181.83"), 562948334068259, 23004521241, 1773854156654)
+    assert bad_logs(caplog) == []

@@ -30,16 +30,27 @@ synthetic_master     int, default 0. Master of both synthetic accounts (one STP 
 initial_margin_fraction  decimal 0..1, default "0.05".
 ws_ping_interval_s   decimal > 0, default 20. App-level {"type":"ping"} period on /stream.
 faults               mapping, default {}. Initial fault plan (see venue.sim.faults).
+tier                 "standard" (default, as a new Lighter account is), "premium", or "instant"
+                     (a simulator extension: no limits, no speed bumps). Every account's tier
+                     unless the account sets its own (see venue.sim.tiers for the figures).
+rate_limits          bool, default true. Enforce the tiers' request limits (HTTP 429, code 23000).
+ip_requests_per_minute  int >= 1, default 60. Requests a client IP may make per rolling minute
+                     that no L1 address answers for (no auth token, no signed tx).
+nonce_lag_ms         int 0..60000, default 300. How long after a tx is taken `nextNonce` still
+                     answers the old nonce (Lighter: "will NOT update right away").
 markets              list of {symbol, market_id, size_decimals, price_decimals,
                      min_base_amount, min_quote_amount, start_price}; default ETH (0) + BTC (1).
-accounts             list of {index, master, collateral, api_key_indexes, next_nonce};
+accounts             list of {index, master, collateral, api_key_indexes, next_nonce, tier};
                      default 281001 and 281002 under master 281000 with keys [3] and [4].
+                     The tier belongs to the L1 address: accounts under one master share it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from .tiers import TIERS
 
 
 class SimConfigError(ValueError):
@@ -80,6 +91,7 @@ class AccountConfig:
     collateral: Decimal
     api_key_indexes: tuple[int, ...]
     next_nonce: int = 0
+    tier: str | None = None          # None: the run's `tier`
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,10 @@ class SimConfig:
     initial_margin_fraction: Decimal = Decimal("0.05")
     ws_ping_interval_s: Decimal = Decimal(20)
     faults: dict = field(default_factory=dict)
+    tier: str = "standard"
+    rate_limits: bool = True
+    ip_requests_per_minute: int = 60
+    nonce_lag_ms: int = 300
     markets: tuple[MarketConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
 
@@ -195,7 +211,7 @@ def _account(raw: Any, name: str) -> AccountConfig:
     if not isinstance(raw, dict):
         raise SimConfigError(f"{name}: expected a mapping with index, master, collateral, "
                              f"api_key_indexes, got {raw!r}")
-    unknown = set(raw) - {"index", "master", "collateral", "api_key_indexes", "next_nonce"}
+    unknown = set(raw) - {"index", "master", "collateral", "api_key_indexes", "next_nonce", "tier"}
     if unknown:
         raise SimConfigError(f"{name}: unknown keys {sorted(unknown)}")
     index = _int(raw.get("index"), f"{name}.index", 0, 2**48 - 2)
@@ -207,7 +223,16 @@ def _account(raw: Any, name: str) -> AccountConfig:
                              f"got {keys!r}")
     key_tuple = tuple(_int(k, f"{name}.api_key_indexes[{i}]", 0, 254) for i, k in enumerate(keys))
     next_nonce = _int(raw.get("next_nonce", 0), f"{name}.next_nonce", 0)
-    return AccountConfig(index, master, collateral, key_tuple, next_nonce)
+    tier = raw.get("tier")
+    if tier is not None:
+        tier = _tier(tier, f"{name}.tier")
+    return AccountConfig(index, master, collateral, key_tuple, next_nonce, tier)
+
+
+def _tier(value: Any, name: str) -> str:
+    if value not in TIERS:
+        raise SimConfigError(f"{name}: expected one of {sorted(TIERS)}, got {value!r}")
+    return value
 
 
 def parse_sim_config(raw: Any) -> SimConfig:
@@ -246,6 +271,14 @@ def parse_sim_config(raw: Any) -> SimConfig:
             raise SimConfigError(f"sim.accounts: account {a.index} has master {a.master}, the "
                                  "synthetic accounts' master; self-trade prevention would stop "
                                  "all its trades with the synthetic book")
+    tier = _tier(raw.get("tier", d.tier), "sim.tier")
+    tier_of_master: dict[int, str] = {}
+    for a in accounts:
+        mine = a.tier or tier
+        if tier_of_master.setdefault(a.master, mine) != mine:
+            raise SimConfigError(f"sim.accounts: account {a.index} has tier {mine!r} but another "
+                                 f"account under master {a.master} has {tier_of_master[a.master]!r}; "
+                                 "the tier belongs to the L1 address, which a master's accounts share")
     faults = raw.get("faults", {})
     if not isinstance(faults, dict):
         raise SimConfigError(f"sim.faults: expected a mapping of fault settings, got {faults!r}")
@@ -280,6 +313,11 @@ def parse_sim_config(raw: Any) -> SimConfig:
         ws_ping_interval_s=_dec(raw.get("ws_ping_interval_s", d.ws_ping_interval_s),
                                 "sim.ws_ping_interval_s", positive=True),
         faults=dict(faults),
+        tier=tier,
+        rate_limits=_bool(raw.get("rate_limits", d.rate_limits), "sim.rate_limits"),
+        ip_requests_per_minute=_int(raw.get("ip_requests_per_minute", d.ip_requests_per_minute),
+                                    "sim.ip_requests_per_minute", 1),
+        nonce_lag_ms=_int(raw.get("nonce_lag_ms", d.nonce_lag_ms), "sim.nonce_lag_ms", 0, 60_000),
         markets=markets,
         accounts=accounts,
     )

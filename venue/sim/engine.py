@@ -5,31 +5,45 @@ comes from the `random.Random(seed)` the engine owns. Amounts are integers in th
 market's scaled units (base = size * 10**size_decimals, price = price * 10**price_decimals);
 collateral and pnl are `Decimal`.
 
+Taken is not executed (as on Lighter): `take()` is the API answering sendTx. It checks the
+tx and consumes its nonce, then queues it; `execute_due(now_ms)` applies it after its
+account tier's speed bump (venue.sim.tiers) or a late-execution fault's delay. Until then
+the tx is in no order list, no trade and no position; `txs[hash]` says pending.
+
 Rules the brief left open, decided here:
-* Rejected txs (HTTP 400) never consume the nonce; accepted txs always do, even when the
-  order ends cancelled (post-only, reduce-only, slippage, self-trade). This matches the
-  SDK's nonce manager, which rolls its local nonce back on any 400.
+* Rejected txs (HTTP 400) never consume the nonce; taken txs always do, even when the tx
+  later fails at execution or the order ends cancelled (post-only, reduce-only, slippage,
+  self-trade). So of two txs with one nonce, at most one is ever taken.
 * Checks run in this order: tx info structure (21501), account (21100), api key (21109),
-  nonce (21104), ExpiredAt (21116), then the order's own checks.
-* Self-trade prevention always uses the master-account group, whatever L2TxAttributes
-  "7" (equality mode) says: it is the stricter rule and never lets two accounts of one
-  master trade with each other.
+  nonce (21104), ExpiredAt (21711, "invalid expiry"), then the order's own checks. The
+  order's checks run again at execution against the state then; a failure there marks the
+  tx failed with its code (GET /api/v1/tx) and changes nothing else. ExpiredAt is judged
+  at the tx's execution time: a tx that would execute after it fails.
+* Self-trade prevention compares account indexes unless the tx asks for master-account
+  equality (L2TxAttributes "7" = 1); behaviour "6" picks which side expires. The synthetic
+  accounts always use their master group.
 * Reduce-only: the order's remaining size is cut to what would close the position;
   with nothing to close the order is cancelled `canceled-reduce-only`. The cap is
   re-checked at every fill (for takers and resting makers).
-* Cancel-all with TimeInForce 1 (scheduled) or 2 (abort) is accepted and does nothing.
+* Cancel-all TimeInForce 1 (scheduled) arms a cancel-all of the account at `Time` ms (a
+  later one re-arms it; `Time` must be in the future, else 21122); 2 (abort) disarms it.
 * Margin counts, per market, the worst case of (position + all open bids) and
   (position - all open asks) at the mid; an order is refused only if it raises that
   worst case beyond (collateral + unrealized pnl) / initial_margin_fraction.
+* accountOrders / accountInactiveOrders know the last 1,000 inactive orders of the last
+  24 hours per account, as Lighter documents; older ones are forgotten.
 * Synthetic accounts keep no inactive-order history (their quotes churn every tick).
 """
 from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import itertools
 import random
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
+from enum import IntEnum
 from decimal import Decimal
 from typing import Any, Iterable
 
@@ -37,6 +51,7 @@ from .config import AccountConfig, MarketConfig, SimConfig
 from .txcodec import (TX_CANCEL_ALL, TX_CANCEL_ORDER, TX_CREATE_ORDER, CancelAllTx,
                       CancelOrderTx, CreateOrderTx, Tx, TxRejected, load_tx_info, parse_tx,
                       parse_tx_type, peek_account_index)
+from .tiers import TIERS
 from .units import fmt_units, fmt_usdc, units_to_decimal
 
 FIRST_ORDER_INDEX = 2**48 + 1
@@ -47,6 +62,18 @@ ORDER_TYPES = {0: "limit", 1: "market"}
 TIME_IN_FORCE = {0: "immediate-or-cancel", 1: "good-till-time", 2: "post-only"}
 
 STP_EXPIRE_MAKER, STP_EXPIRE_TAKER, STP_EXPIRE_BOTH = 0, 1, 2
+CODE_EXPIRED = 21711                 # Lighter's "invalid expiry" (21116 is a withdrawal code)
+MIN_ORDER_EXPIRY_MS = 5 * 60_000     # lighter-go MinOrderExpiryPeriod
+INACTIVE_ORDERS_KEPT = 1_000         # accountOrders / accountInactiveOrders: the last 1K inactive ...
+INACTIVE_WINDOW_MS = 24 * 3_600_000  # ... of the last 24 hours
+CANCEL_ALL_IMMEDIATE, CANCEL_ALL_SCHEDULED, CANCEL_ALL_ABORT = 0, 1, 2
+
+
+class TxStatus(IntEnum):
+    """Lighter's tx status (GET /api/v1/tx): 0 failed, 1 pending, 2 executed."""
+    FAILED = 0
+    PENDING = 1
+    EXECUTED = 2
 
 
 class AdminError(ValueError):
@@ -99,9 +126,18 @@ class Account:
     public_keys: dict[int, str] = field(default_factory=dict)   # api key index -> hex ("" = unknown)
     next_nonce: dict[int, int] = field(default_factory=dict)
     active: dict[int, Order] = field(default_factory=dict)
-    inactive: list[Order] = field(default_factory=list)
+    inactive: deque = field(default_factory=deque)          # oldest first, the last 1,000
     positions: dict[int, Position] = field(default_factory=dict)
     total_order_count: int = 0
+    tier: str = "standard"
+    nonce_changes: dict[int, deque] = field(default_factory=dict)  # key -> (taken_at_ms, next nonce)
+    visible_nonce: dict[int, int] = field(default_factory=dict)    # key -> what nextNonce shows
+    cancel_all_at_ms: int = 0                                      # armed scheduled cancel-all (0: none)
+
+    @property
+    def l1_address(self) -> str:
+        """Accounts under one master share one L1 address (and so one request budget)."""
+        return f"0x{self.master:040x}"
 
 
 @dataclass
@@ -125,6 +161,25 @@ class TxOutcome:
     account_index: int
     order: Order | None = None
     canceled: list[Order] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class TakenTx:
+    """A tx the API took (its nonce is consumed), pending until it executes or fails."""
+    seq: int
+    tx_hash: str
+    tx: Tx
+    tx_info: str
+    taken_at_ms: int
+    execute_at_ms: int
+    late: bool
+    force_slippage: bool
+    status: TxStatus = TxStatus.PENDING
+    code: int = 0
+    message: str = ""
+    executed_at_ms: int = 0
+    block_height: int = 0
+    outcome: TxOutcome | None = None
 
 
 class BookSide:
@@ -155,6 +210,7 @@ class MarketState:
     asks: BookSide
     random_walk: bool
     taker_flow: bool
+    active: bool = True                      # False: new orders are refused (21605)
     last_trade_price: int = 0
     daily_trades_count: int = 0
     daily_base_volume: int = 0
@@ -182,9 +238,12 @@ class Engine:
         self.trades: list[Trade] = []
         self.trades_by_account: dict[int, list[Trade]] = {}
         self.order_log: list[dict[str, Any]] = []
-        self._log_orders: list[Order | None] = []      # order behind each order_log entry
-        self.txs: dict[str, dict[str, Any]] = {}
+        self._log_txs: list[TakenTx | None] = []       # taken tx behind each order_log entry
+        self.txs: dict[str, TakenTx] = {}
+        self._pending: list[tuple[int, int, TakenTx]] = []   # heap by (execute_at_ms, seq)
+        self.tx_counts: dict[int, Counter] = defaultdict(Counter)
         self.pending_trades: list[Trade] = []          # drained by the server for the stream
+        self.pending_order_updates: list[Order] = []   # user orders that changed (the orders channels)
         self._order_ids = itertools.count(FIRST_ORDER_INDEX)
         self._trade_ids = itertools.count(1)
         self._inactive_seq = itertools.count(1)
@@ -195,6 +254,9 @@ class Engine:
     # ----------------------------------------------------------------- accounts
     def _add_account(self, a: AccountConfig) -> Account:
         acct = Account(a.index, a.master, a.collateral, synthetic=False)
+        # An account joining a master that has a tier gets it: the tier is the L1 address's.
+        peers = [p for p in self.accounts.values() if not p.synthetic and p.master == a.master]
+        acct.tier = a.tier or (peers[0].tier if peers else self.config.tier)
         for key in a.api_key_indexes:
             acct.public_keys[key] = ""
             acct.next_nonce[key] = a.next_nonce
@@ -244,12 +306,28 @@ class Engine:
     # ----------------------------------------------------------------- tx entry
     def submit(self, tx_type: Any, tx_info: Any, now_ms: int, *,
                force_slippage: bool = False, recv_us: int | None = None) -> TxOutcome:
-        """Applies one signed tx; raises TxRejected (nothing changed) or returns the outcome.
+        """Takes one signed tx and executes it at once (no speed bump); raises TxRejected
+        (nothing changed) or returns the outcome. The server uses take() + execute_due().
 
         `force_slippage` (fault injection): a market order is accepted but ends
         `canceled-too-much-slippage` with zero fill. `recv_us` (benchmarks): when the server
         received the request, in microseconds; logged as `ts_us` (default now_ms * 1000).
         """
+        taken = self.take(tx_type, tx_info, now_ms, delay_ms=0, force_slippage=force_slippage,
+                          recv_us=recv_us)
+        self.execute_due(now_ms)
+        if taken.status is TxStatus.FAILED:
+            raise TxRejected(taken.code, taken.message)
+        assert taken.outcome is not None
+        return taken.outcome
+
+    def take(self, tx_type: Any, tx_info: Any, now_ms: int, *, delay_ms: int | None = None,
+             late: bool = False, force_slippage: bool = False,
+             recv_us: int | None = None) -> "TakenTx":
+        """Lighter's API taking a tx: checks what can be checked now (HTTP 400 = TxRejected, the
+        nonce not consumed), then consumes the nonce and queues the tx to execute `delay_ms`
+        later (default: its account tier's taker or maker delay). Until execute_due() runs it,
+        the tx is in no order list, no trade and no position."""
         seq = next(self._tx_seq)
         tx: Tx | None = None
         try:
@@ -263,28 +341,102 @@ class Engine:
             if tx.nonce != expected:
                 raise TxRejected(21104, f"invalid nonce: got {tx.nonce}, expected {expected} for "
                                         f"account {tx.account_index} api key {tx.api_key_index}")
-            if 0 < tx.expired_at_ms < now_ms:
-                raise TxRejected(21116, f"tx expired: ExpiredAt {tx.expired_at_ms} ms is before "
-                                        f"now {now_ms} ms")
-            tx_hash = self._tx_hash(seq, tx_type_int, tx_info)
-            if isinstance(tx, CreateOrderTx):
-                outcome = self._create_order(acct, tx, now_ms, tx_hash, force_slippage)
-            elif isinstance(tx, CancelOrderTx):
-                outcome = self._cancel_order(acct, tx, now_ms, tx_hash)
-            else:
-                outcome = self._cancel_all(acct, tx, now_ms, tx_hash)
+            self._check_expired_at(tx, now_ms)
+            self._check(acct, tx, now_ms, taking=True)
         except TxRejected as rej:
             self._log_tx(seq, now_ms, tx_type, tx_info, tx, None, rej, recv_us)
             raise
+        acct.visible_nonce.setdefault(tx.api_key_index, acct.next_nonce[tx.api_key_index])
         acct.next_nonce[tx.api_key_index] += 1
+        acct.nonce_changes.setdefault(tx.api_key_index, deque()).append(
+            (now_ms, acct.next_nonce[tx.api_key_index]))
+        if delay_ms is None:
+            delay_ms = self.delay_ms(acct, tx)
+        text = tx_info if isinstance(tx_info, str) else _json_dumps(tx_info)
+        taken = TakenTx(seq, self._tx_hash(seq, tx_type_int, tx_info), tx, text, now_ms,
+                        now_ms + delay_ms, late, force_slippage)
+        self.txs[taken.tx_hash] = taken
+        heapq.heappush(self._pending, (taken.execute_at_ms, seq, taken))
+        self.tx_counts[acct.index]["taken"] += 1
+        if late:
+            self.tx_counts[acct.index]["late"] += 1
+        self._log_tx(seq, now_ms, tx_type, tx_info, tx, taken, None, recv_us)
+        return taken
+
+    def delay_ms(self, acct: "Account", tx: Tx) -> int:
+        """The tier's speed bump: taker orders (market / IOC) vs maker orders and cancels."""
+        tier = TIERS[acct.tier]
+        taker = isinstance(tx, CreateOrderTx) and (tx.order_type == 1 or tx.time_in_force == 0)
+        return tier.taker_delay_ms if taker else tier.maker_delay_ms
+
+    def next_execution_ms(self) -> int | None:
+        return self._pending[0][0] if self._pending else None
+
+    def execute_due(self, now_ms: int) -> list["TakenTx"]:
+        """Executes every taken tx whose time has come, in (execution time, arrival) order."""
+        done = []
+        while self._pending and self._pending[0][0] <= now_ms:
+            _, _, taken = heapq.heappop(self._pending)
+            self._execute_taken(taken, now_ms)
+            done.append(taken)
+        return done
+
+    def _execute_taken(self, taken: "TakenTx", now_ms: int) -> None:
+        tx = taken.tx
+        acct = self.accounts[tx.account_index]
+        counts = self.tx_counts[acct.index]
+        try:
+            # Judged at its own execution time, so a late tx fails exactly when Lighter's would.
+            self._check_expired_at(tx, taken.execute_at_ms)
+            self._check(acct, tx, now_ms)
+            if isinstance(tx, CreateOrderTx):
+                outcome = self._create_order(acct, tx, now_ms, taken.tx_hash, taken.force_slippage)
+            elif isinstance(tx, CancelOrderTx):
+                outcome = self._cancel_order(acct, tx, now_ms, taken.tx_hash)
+            else:
+                outcome = self._cancel_all(acct, tx, now_ms, taken.tx_hash)
+        except TxRejected as rej:
+            taken.status, taken.code, taken.message = TxStatus.FAILED, rej.code, rej.message
+            taken.executed_at_ms = now_ms
+            counts["expired" if rej.code == CODE_EXPIRED else "failed"] += 1
+            return
         self.block_height += 1
-        self.txs[outcome.tx_hash] = {"type": tx.tx_type, "info": tx_info if isinstance(tx_info, str)
-                                     else _json_dumps(tx_info), "account_index": tx.account_index,
-                                     "api_key_index": tx.api_key_index, "nonce": tx.nonce,
-                                     "expire_at": tx.expired_at_ms, "block_height": self.block_height,
-                                     "time_ms": now_ms}
-        self._log_tx(seq, now_ms, tx_type, tx_info, tx, outcome, None, recv_us)
-        return outcome
+        taken.status, taken.outcome = TxStatus.EXECUTED, outcome
+        taken.executed_at_ms, taken.block_height = now_ms, self.block_height
+        counts["executed"] += 1
+
+    @staticmethod
+    def _check_expired_at(tx: Tx, at_ms: int) -> None:
+        if 0 < tx.expired_at_ms < at_ms:
+            raise TxRejected(CODE_EXPIRED, f"invalid expiry: the tx's ExpiredAt {tx.expired_at_ms} ms "
+                                           f"is before {at_ms} ms")
+
+    def visible_next_nonce(self, account_index: int, api_key_index: int, now_ms: int) -> int:
+        """What `nextNonce` answers: a taken tx shows only `nonce_lag_ms` after it was taken."""
+        acct = self._account_or_reject(account_index)
+        if api_key_index not in acct.next_nonce:
+            raise TxRejected(21109, f"api key not found: account {account_index} has no "
+                                    f"api key index {api_key_index}")
+        changes = acct.nonce_changes.get(api_key_index)
+        visible = acct.visible_nonce.get(api_key_index, acct.next_nonce[api_key_index])
+        if changes is None:
+            return visible
+        while changes and changes[0][0] <= now_ms - self.config.nonce_lag_ms:
+            visible = changes.popleft()[1]
+        acct.visible_nonce[api_key_index] = visible
+        return visible
+
+    def set_tier(self, account_index: int, tier: str) -> list[int]:
+        """Sets the tier of an account's L1 address: every account under its master."""
+        if tier not in TIERS:
+            raise AdminError(f"unknown tier {tier!r}; tiers: {sorted(TIERS)}")
+        acct = self.accounts.get(account_index)
+        if acct is None or acct.synthetic:
+            raise AdminError(f"unknown user account {account_index}")
+        changed = [a for a in self.accounts.values() if not a.synthetic and a.master == acct.master]
+        for a in changed:
+            a.tier = tier
+        return sorted(a.index for a in changed)
 
     def log_unapplied(self, tx_type: Any, tx_info: Any, now_ms: int, code: int, message: str,
                       recv_us: int | None = None) -> None:
@@ -303,7 +455,7 @@ class Engine:
                                digest_size=40).hexdigest()
 
     def _log_tx(self, seq: int, now_ms: int, raw_type: Any, raw_info: Any, tx: Tx | None,
-                outcome: TxOutcome | None, rej: TxRejected | None, recv_us: int | None = None) -> None:
+                taken: TakenTx | None, rej: TxRejected | None, recv_us: int | None = None) -> None:
         account_index = tx.account_index if tx else peek_account_index(raw_info)
         if self.is_synthetic(account_index):
             return
@@ -321,9 +473,8 @@ class Engine:
             "base_amount": None, "price": None, "order_type": None, "time_in_force": None,
             "reduce_only": None, "result": "rejected" if rej else "accepted",
             "code": rej.code if rej else 200, "message": rej.message if rej else "",
-            "tx_hash": outcome.tx_hash if outcome else None,
+            "tx_hash": taken.tx_hash if taken else None,
         }
-        order = outcome.order if outcome else None
         if isinstance(tx, CreateOrderTx):
             entry.update(client_order_index=tx.client_order_index, is_ask=tx.is_ask,
                          base_amount=tx.base_amount, price=tx.price,
@@ -335,27 +486,60 @@ class Engine:
                 entry["client_order_index"] = tx.index
             else:
                 entry["order_index"] = tx.index
-        if order is not None:
-            entry["order_index"] = order.order_index
-            entry["client_order_index"] = order.client_order_index
         self.order_log.append(entry)
-        self._log_orders.append(order)
+        self._log_txs.append(taken)
 
     def order_log_view(self, account_index: int | None = None) -> list[dict[str, Any]]:
+        """Every tx of the user accounts as the API saw it (`result`: taken = "accepted", or
+        "rejected"), with what became of it: `tx_status` pending / executed / failed, the failure's
+        `tx_code`, and the order's `final_status`."""
         out = []
-        for entry, order in zip(self.order_log, self._log_orders):
+        for entry, taken in zip(self.order_log, self._log_txs):
             if account_index is not None and entry["account_index"] != account_index:
                 continue
-            out.append(dict(entry, final_status=order.status if order else None))
+            view = dict(entry, final_status=None, tx_status=None, tx_code=None, executed_at_ms=None,
+                        late=None)
+            if taken is not None:
+                order = taken.outcome.order if taken.outcome else None
+                view.update(tx_status=taken.status.name.lower(), executed_at_ms=taken.executed_at_ms or None,
+                            late=taken.late, tx_code=taken.code or None,
+                            final_status=order.status if order else None)
+                if order is not None:
+                    view.update(order_index=order.order_index, client_order_index=order.client_order_index)
+            out.append(view)
         return out
 
     # ----------------------------------------------------------------- create
-    def _create_order(self, acct: Account, tx: CreateOrderTx, now_ms: int, tx_hash: str,
-                      force_slippage: bool) -> TxOutcome:
-        market = self.markets.get(tx.market_index)
+    def _check(self, acct: Account, tx: Tx, now_ms: int, taking: bool = False) -> None:
+        """A tx's own checks, run when the API takes it and again when it executes (the state
+        may have changed in between: a late tx meets the book and margin of its execution)."""
+        if isinstance(tx, CreateOrderTx):
+            self._check_create(acct, tx, now_ms)
+        elif isinstance(tx, CancelOrderTx):
+            self._market_or_reject(tx.market_index)
+            if tx.index == 0:
+                raise TxRejected(21700, "invalid order index: Index 0")
+            if self._cancel_target(acct, tx) is None and not (taking and self._pending_create(acct, tx)):
+                kind = "client order index" if tx.index < CLIENT_INDEX_LIMIT else "order index"
+                raise TxRejected(21600, f"not an active limit order: no active order with {kind} "
+                                        f"{tx.index} in market {tx.market_index} for account {acct.index}")
+        elif tx.time_in_force not in (CANCEL_ALL_IMMEDIATE, CANCEL_ALL_SCHEDULED, CANCEL_ALL_ABORT):
+            raise TxRejected(21501, f"invalid tx info: cancel-all TimeInForce {tx.time_in_force}")
+        elif taking and tx.time_in_force == CANCEL_ALL_SCHEDULED and tx.time_ms <= now_ms:
+            raise TxRejected(21122, f"invalid cancel all time: Time {tx.time_ms} ms is not after "
+                                    f"now ({now_ms} ms)")
+
+    def _market_or_reject(self, market_index: int) -> MarketState:
+        market = self.markets.get(market_index)
         if market is None:
-            raise TxRejected(21602, f"invalid market index: {tx.market_index} "
+            raise TxRejected(21602, f"invalid market index: {market_index} "
                                     f"(markets: {sorted(self.markets)})")
+        return market
+
+    def _check_create(self, acct: Account, tx: CreateOrderTx, now_ms: int) -> None:
+        market = self._market_or_reject(tx.market_index)
+        if not market.active:
+            raise TxRejected(21605, f"market is not active: market {tx.market_index}")
         cfg = market.cfg
         if tx.base_amount <= 0:
             raise TxRejected(21701, f"invalid base amount: BaseAmount {tx.base_amount} must be > 0")
@@ -376,8 +560,15 @@ class Engine:
                                          for o in acct.active.values()):
             raise TxRejected(21728, f"client order index already exists: {tx.client_order_index} "
                                     "is used by an active order of this account")
+        if tx.time_in_force != 0 and 0 < tx.order_expiry_ms < now_ms + MIN_ORDER_EXPIRY_MS:
+            raise TxRejected(CODE_EXPIRED, f"invalid expiry: OrderExpiry {tx.order_expiry_ms} ms is "
+                                           f"less than 5 minutes after {now_ms} ms")
         if not tx.reduce_only:
             self._check_margin(acct, market, tx.is_ask, tx.base_amount)
+
+    def _create_order(self, acct: Account, tx: CreateOrderTx, now_ms: int, tx_hash: str,
+                      force_slippage: bool) -> TxOutcome:
+        market = self.markets[tx.market_index]
         order = self._new_order(acct, market, tx.is_ask, tx.base_amount, tx.price,
                                 ORDER_TYPES[tx.order_type], TIME_IN_FORCE[tx.time_in_force],
                                 tx.reduce_only, now_ms, tx_hash, client_order_index=tx.client_order_index,
@@ -386,7 +577,7 @@ class Engine:
         if force_slippage and order.order_type == "market":
             self._finish(order, "canceled-too-much-slippage", now_ms)
         else:
-            self._execute(order, market, tx.self_trade_mode, now_ms)
+            self._execute(order, market, tx.self_trade_mode, now_ms, tx.self_trade_master)
         return TxOutcome(tx_hash, TX_CREATE_ORDER, acct.index, order=order)
 
     def _new_order(self, acct: Account, market: MarketState, is_ask: bool, base: int, price: int,
@@ -452,8 +643,12 @@ class Engine:
     def _crosses(self, taker: Order, maker_price: int) -> bool:
         return maker_price <= taker.price if not taker.is_ask else maker_price >= taker.price
 
-    def _execute(self, order: Order, market: MarketState, stp_mode: int, now_ms: int) -> None:
-        """Matches a new order, then rests it (GTT/post-only) or cancels its remainder (IOC)."""
+    def _execute(self, order: Order, market: MarketState, stp_mode: int, now_ms: int,
+                 stp_master: bool = True) -> None:
+        """Matches a new order, then rests it (GTT/post-only) or cancels its remainder (IOC).
+
+        Self-trade prevention compares account indexes, or master accounts when the tx asks
+        for master equality (L2TxAttributes "7" = 1; the synthetic book always does)."""
         acct = self.accounts[order.account_index]
         book = market.side(not order.is_ask)
         if order.reduce_only:
@@ -472,7 +667,8 @@ class Engine:
             maker = book.best()
             if maker is None or not self._crosses(order, maker.price):
                 break
-            if self.same_group(order.account_index, maker.account_index):
+            if order.account_index == maker.account_index or (
+                    stp_master and self.same_group(order.account_index, maker.account_index)):
                 if stp_mode == STP_EXPIRE_MAKER:
                     self._cancel_resting(maker, market, "canceled-self-trade", now_ms)
                     continue
@@ -503,6 +699,7 @@ class Engine:
         else:
             order.status = "open"
             market.side(order.is_ask).add(order)
+            self._order_changed(order)
 
     def _finish(self, order: Order, status: str, now_ms: int) -> None:
         """Ends an order that is not (or no longer) resting in the book."""
@@ -513,6 +710,16 @@ class Engine:
         if not acct.synthetic:
             order.inactive_seq = next(self._inactive_seq)
             acct.inactive.append(order)
+            if len(acct.inactive) > INACTIVE_ORDERS_KEPT:
+                # Lighter forgets it too: accountOrders / accountInactiveOrders know the last 1K.
+                forgotten = acct.inactive.popleft()
+                self.user_orders.pop(forgotten.order_index, None)
+            self._order_changed(order)
+
+    def _order_changed(self, order: Order) -> None:
+        if not self.is_synthetic(order.account_index) and (
+                not self.pending_order_updates or self.pending_order_updates[-1] is not order):
+            self.pending_order_updates.append(order)
 
     def _cancel_resting(self, order: Order, market: MarketState, status: str, now_ms: int) -> None:
         market.side(order.is_ask).remove(order)
@@ -531,6 +738,7 @@ class Engine:
             o.filled_base += qty
             o.filled_quote_units += qty * price
             o.updated_at_ms = now_ms
+            self._order_changed(o)
         if maker.remaining == 0:
             self._cancel_resting(maker, market, "filled", now_ms)
         elif maker.reduce_only and self._reducible(maker) == 0:
@@ -615,34 +823,53 @@ class Engine:
         return realized
 
     # ----------------------------------------------------------------- cancels
-    def _cancel_order(self, acct: Account, tx: CancelOrderTx, now_ms: int, tx_hash: str) -> TxOutcome:
-        market = self.markets.get(tx.market_index)
-        if market is None:
-            raise TxRejected(21602, f"invalid market index: {tx.market_index} "
-                                    f"(markets: {sorted(self.markets)})")
-        if tx.index == 0:
-            raise TxRejected(21700, "invalid order index: Index 0")
+    def _cancel_target(self, acct: Account, tx: CancelOrderTx) -> Order | None:
         by_client = tx.index < CLIENT_INDEX_LIMIT
-        target = next((o for o in acct.active.values() if o.market_id == tx.market_index and
-                       (o.client_order_index if by_client else o.order_index) == tx.index), None)
-        if target is None:
-            kind = "client order index" if by_client else "order index"
-            raise TxRejected(21600, f"not an active limit order: no active order with {kind} "
-                                    f"{tx.index} in market {tx.market_index} for account {acct.index}")
+        return next((o for o in acct.active.values() if o.market_id == tx.market_index and
+                     (o.client_order_index if by_client else o.order_index) == tx.index), None)
+
+    def _pending_create(self, acct: Account, tx: CancelOrderTx) -> bool:
+        """A cancel may name, by client index, an order taken but not executed yet."""
+        return tx.index < CLIENT_INDEX_LIMIT and any(
+            isinstance(t.tx, CreateOrderTx) and t.tx.account_index == acct.index and
+            t.tx.market_index == tx.market_index and t.tx.client_order_index == tx.index
+            for _, _, t in self._pending)
+
+    def _cancel_order(self, acct: Account, tx: CancelOrderTx, now_ms: int, tx_hash: str) -> TxOutcome:
+        market = self.markets[tx.market_index]
+        target = self._cancel_target(acct, tx)
+        assert target is not None  # _check ran just before
         self._cancel_resting(target, market, "canceled", now_ms)
         return TxOutcome(tx_hash, TX_CANCEL_ORDER, acct.index, order=target, canceled=[target])
 
     def _cancel_all(self, acct: Account, tx: CancelAllTx, now_ms: int, tx_hash: str) -> TxOutcome:
-        canceled: list[Order] = []
-        if tx.time_in_force == 0:
-            for order in sorted(acct.active.values(), key=lambda o: o.order_index):
-                self._cancel_resting(order, self.markets[order.market_id], "canceled", now_ms)
-                canceled.append(order)
-        return TxOutcome(tx_hash, TX_CANCEL_ALL, acct.index, canceled=canceled)
+        """Immediate: cancels every resting order. Scheduled (the dead-man's switch): arms, or
+        re-arms, a cancel-all at `Time` ms. Abort: disarms it."""
+        if tx.time_in_force == CANCEL_ALL_SCHEDULED:
+            acct.cancel_all_at_ms = tx.time_ms        # a time passed meanwhile fires at the next tick
+            return TxOutcome(tx_hash, TX_CANCEL_ALL, acct.index)
+        if tx.time_in_force == CANCEL_ALL_ABORT:
+            acct.cancel_all_at_ms = 0
+            return TxOutcome(tx_hash, TX_CANCEL_ALL, acct.index)
+        return TxOutcome(tx_hash, TX_CANCEL_ALL, acct.index, canceled=self._cancel_all_now(acct, now_ms))
+
+    def _cancel_all_now(self, acct: Account, now_ms: int) -> list[Order]:
+        canceled = sorted(acct.active.values(), key=lambda o: o.order_index)
+        for order in canceled:
+            self._cancel_resting(order, self.markets[order.market_id], "canceled", now_ms)
+        return canceled
+
+    def _fire_scheduled_cancel_alls(self, now_ms: int) -> None:
+        for acct in self.accounts.values():
+            if acct.cancel_all_at_ms and acct.cancel_all_at_ms <= now_ms:
+                acct.cancel_all_at_ms = 0
+                if self._cancel_all_now(acct, now_ms):
+                    self.block_height += 1
 
     # ----------------------------------------------------------------- synthetic market
     def set_market_mode(self, market_id: int | None = None, *, random_walk: bool | None = None,
-                        taker_flow: bool | None = None, mid: int | None = None) -> None:
+                        taker_flow: bool | None = None, mid: int | None = None,
+                        active: bool | None = None) -> None:
         if market_id is not None and market_id not in self.markets:
             raise AdminError(f"unknown market_id {market_id}; markets: {sorted(self.markets)}")
         targets = [self.markets[market_id]] if market_id is not None else list(self.markets.values())
@@ -651,6 +878,8 @@ class Engine:
                 market.random_walk = random_walk
             if taker_flow is not None:
                 market.taker_flow = taker_flow
+            if active is not None:
+                market.active = active
             if mid is not None:
                 if mid <= 0:
                     raise AdminError(f"mid must be > 0, got {mid}")
@@ -659,6 +888,8 @@ class Engine:
     def tick(self, now_ms: int) -> None:
         """One step of the synthetic market: expiries, random walk, re-quote, taker flow."""
         self.last_tick_ms = now_ms
+        self.execute_due(now_ms)
+        self._fire_scheduled_cancel_alls(now_ms)
         self._expire_orders(now_ms)
         for market_id in sorted(self.markets):
             market = self.markets[market_id]
@@ -778,6 +1009,11 @@ class Engine:
         out, self.pending_trades = self.pending_trades, []
         return out
 
+    def drain_order_updates(self) -> list[Order]:
+        """User orders whose state changed since the last call, each once, in first-change order."""
+        out, self.pending_order_updates = self.pending_order_updates, []
+        return list(dict.fromkeys(out))
+
     def book_levels(self, market_id: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Aggregated (price, size) levels, bids desc / asks asc."""
         market = self.markets[market_id]
@@ -791,18 +1027,30 @@ class Engine:
                        if market_id is None or o.market_id == market_id),
                       key=lambda o: o.order_index)
 
-    def inactive_orders(self, account_index: int, market_id: int | None = None) -> list[Order]:
-        """Newest (last to become inactive) first."""
+    def inactive_orders(self, account_index: int, market_id: int | None = None,
+                        now_ms: int | None = None) -> list[Order]:
+        """Newest (last to become inactive) first; only the last 1,000 of the last 24 h."""
         acct = self.accounts.get(account_index)
         if acct is None:
             return []
-        return [o for o in reversed(acct.inactive) if market_id is None or o.market_id == market_id]
+        since = (now_ms if now_ms is not None else self.last_tick_ms) - INACTIVE_WINDOW_MS
+        return [o for o in reversed(acct.inactive) if o.updated_at_ms >= since and
+                (market_id is None or o.market_id == market_id)]
 
-    def orders_by_client_index(self, client_indexes: Iterable[int],
-                               account_index: int | None = None) -> list[Order]:
+    def orders_by_client_index(self, client_indexes: Iterable[int], account_index: int | None = None,
+                               now_ms: int | None = None) -> list[Order]:
+        """accountOrders: active orders and the inactive ones Lighter still knows."""
         wanted = set(client_indexes)
-        return [o for o in self.user_orders.values() if o.client_order_index in wanted and
-                (account_index is None or o.account_index == account_index)]
+        accounts = ([account_index] if account_index is not None else
+                    [i for i, a in self.accounts.items() if not a.synthetic])
+        out = []
+        for index in accounts:
+            acct = self.accounts.get(index)
+            if acct is None or acct.synthetic:
+                continue
+            out += [o for o in acct.active.values() if o.client_order_index in wanted]
+            out += [o for o in self.inactive_orders(index, now_ms=now_ms) if o.client_order_index in wanted]
+        return out
 
     def find_trades(self, *, account_index: int | None = None, market_id: int | None = None,
                     order_index: int | None = None) -> list[Trade]:

@@ -16,12 +16,22 @@ invalid_nonce_rate   0..1. HTTP 400 {"code":21104,"message":"invalid nonce"}, no
                      nonce not consumed.
 slippage_rate        0..1. A market order is accepted (200) but ends
                      canceled-too-much-slippage with zero fill (other txs: no effect).
+reject_rate          0..1. HTTP 400 with `reject_code` and Lighter's message for it, not applied,
+                     nonce not consumed (a definite reject the engine must tell from "in doubt").
+reject_code          one of DEFINITE_REJECTS below, default 21739.
+late_rate            0..1. Share of taken txs (answered 200, timed out or 5xx'd after being taken)
+                     that execute late: `late_min_ms`..`late_max_ms` after being taken instead of
+                     after their tier's delay. A tx that would execute after its ExpiredAt fails
+                     then instead (21711). Drawn from its own RNG (seed + 1), so turning it on does
+                     not change the sequence of the other outcomes.
+late_min_ms          int >= 0, default 5000.
+late_max_ms          int >= late_min_ms, default 120000 (2 minutes; the SDK's ExpiredAt is ~10 min).
 accounts             list of account indexes; when set, only their txs get faults/latency.
 seed                 int; default the simulator's seed. The plan owns random.Random(seed).
 
 Reproducibility: every eligible sendTx draws exactly one number from the plan's RNG (and
 one more for timeout_mode "random"), and the outcome is the band it falls in, in the fixed
-order rate_limit, invalid_nonce, http_5xx, http_5xx_after, timeout, slippage. The same
+order rate_limit, invalid_nonce, http_5xx, http_5xx_after, timeout, slippage, reject. The same
 seed and the same sequence of eligible txs give the same sequence of outcomes.
 """
 from __future__ import annotations
@@ -32,10 +42,20 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 RATE_KEYS = ("rate_limit_rate", "invalid_nonce_rate", "http_5xx_rate", "http_5xx_after_rate",
-             "timeout_rate", "slippage_rate")
+             "timeout_rate", "slippage_rate", "reject_rate")
 OUTCOME_BY_KEY = {"rate_limit_rate": "rate_limit", "invalid_nonce_rate": "invalid_nonce",
                   "http_5xx_rate": "http_5xx", "http_5xx_after_rate": "http_5xx_after",
-                  "timeout_rate": "timeout", "slippage_rate": "slippage"}
+                  "timeout_rate": "timeout", "slippage_rate": "slippage", "reject_rate": "reject"}
+# Lighter's documented definite rejects (apidocs errors page; lighter-api-notes.md section 8).
+DEFINITE_REJECTS = {
+    21111: "account is in pre-liquidation", 21112: "account is in liquidation",
+    21507: "account is below maintenance margin", 21508: "account is below initial margin",
+    21601: "order book is full", 21605: "market is not active",
+    21717: "too many active orders in this market", 21718: "too many active orders",
+    21719: "too many pending orders in this market", 21720: "too many pending orders",
+    21732: "reduce only order increases position", 21738: "reduce only order has no position",
+    21739: "not enough margin to create the order",
+}
 TIMEOUT_MODES = ("before", "after", "never", "random")
 
 
@@ -45,7 +65,7 @@ class FaultConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FaultDecision:
-    outcome: str = "none"            # none|rate_limit|invalid_nonce|http_5xx|http_5xx_after|timeout|slippage
+    outcome: str = "none"            # none|rate_limit|invalid_nonce|http_5xx|http_5xx_after|timeout|slippage|reject
     latency_ms: int = 0
     timeout_s: Decimal = Decimal(0)
     timeout_applies: str = "never"   # before|after|never (for outcome "timeout")
@@ -59,7 +79,12 @@ class FaultPlan:
     timeout_s: Decimal = Decimal(10)
     timeout_mode: str = "before"
     accounts: frozenset[int] | None = None
+    reject_code: int = 21739
+    late_rate: Decimal = Decimal(0)
+    late_min_ms: int = 5_000
+    late_max_ms: int = 120_000
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    late_rng: random.Random = field(default_factory=random.Random, repr=False)
 
     @classmethod
     def from_settings(cls, raw: Any, default_seed: int) -> "FaultPlan":
@@ -67,7 +92,8 @@ class FaultPlan:
             raw = {}
         if not isinstance(raw, dict):
             raise FaultConfigError(f"faults: expected a JSON object of settings, got {raw!r:.80}")
-        known = {"seed", "latency_ms", "timeout_s", "timeout_mode", "accounts", *RATE_KEYS}
+        known = {"seed", "latency_ms", "timeout_s", "timeout_mode", "accounts", "reject_code",
+                 "late_rate", "late_min_ms", "late_max_ms", *RATE_KEYS}
         unknown = set(raw) - known
         if unknown:
             raise FaultConfigError(f"faults: unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -94,15 +120,40 @@ class FaultPlan:
                 raise FaultConfigError(f"faults.accounts: expected a list of account indexes, "
                                        f"got {accounts!r}")
             accounts = frozenset(accounts)
+        reject_code = raw.get("reject_code", 21739)
+        if reject_code not in DEFINITE_REJECTS:
+            raise FaultConfigError(f"faults.reject_code: expected one of {sorted(DEFINITE_REJECTS)}, "
+                                   f"got {reject_code!r}")
+        late_min = _ms(raw.get("late_min_ms", 5_000), "faults.late_min_ms")
+        late_max = _ms(raw.get("late_max_ms", 120_000), "faults.late_max_ms")
+        if late_max < late_min:
+            raise FaultConfigError(f"faults.late_max_ms: expected >= late_min_ms ({late_min}), "
+                                   f"got {late_max}")
         return cls(seed=seed, latency_ms=latency, rates=rates, timeout_s=timeout_s,
-                   timeout_mode=mode, accounts=accounts, rng=random.Random(seed))
+                   timeout_mode=mode, accounts=accounts, reject_code=reject_code,
+                   late_rate=_rate(raw.get("late_rate", 0), "faults.late_rate"),
+                   late_min_ms=late_min, late_max_ms=late_max, rng=random.Random(seed),
+                   late_rng=random.Random(seed + 1))
 
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seed": self.seed, "latency_ms": self.latency_ms,
                                "timeout_s": str(self.timeout_s), "timeout_mode": self.timeout_mode,
                                "accounts": sorted(self.accounts) if self.accounts is not None else None}
         out.update({k: str(v) for k, v in self.rates.items()})
+        out.update(reject_code=self.reject_code, late_rate=str(self.late_rate),
+                   late_min_ms=self.late_min_ms, late_max_ms=self.late_max_ms)
         return out
+
+    def reject_message(self) -> str:
+        return DEFINITE_REJECTS[self.reject_code]
+
+    def late_delay_ms(self, account_index: int | None) -> int | None:
+        """For one taken tx: how late it executes, or None for on time (its tier's delay)."""
+        if not self.late_rate or not self.applies_to(account_index):
+            return None
+        if Decimal(self.late_rng.random()) >= self.late_rate:
+            return None
+        return self.late_rng.randint(self.late_min_ms, self.late_max_ms)
 
     def applies_to(self, account_index: int | None) -> bool:
         return self.accounts is None or account_index in self.accounts
@@ -139,6 +190,12 @@ def _decimal(value: Any, name: str) -> Decimal:
     if not dec.is_finite():
         raise FaultConfigError(f"{name}: expected a finite number, got {value!r}")
     return dec
+
+
+def _ms(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3_600_000:
+        raise FaultConfigError(f"{name}: expected an integer 0..3600000 (ms), got {value!r}")
+    return value
 
 
 def _rate(value: Any, name: str) -> Decimal:

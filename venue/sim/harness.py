@@ -1,6 +1,6 @@
 """Run the simulator as a subprocess (tests, demo, benchmarks).
 
-    with start_sim({"tick_ms": 50}, seed=3) as sim:
+    with start_sim({"tick_ms": 50}, profile="standard", seed=3) as sim:
         sim.admin("/admin/market", {"random_walk": False, "taker_flow": False})
         ... SignerClient(sim.base_url, ...) / WsClient(ws_url=sim.ws_url, ...)
 
@@ -23,6 +23,25 @@ from typing import Any, Callable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
+
+# What a run of the simulator behaves like; every caller names one.
+#   standard: Lighter's Standard tier (60 requests a minute per L1 address, 300/200 ms speed
+#             bumps, nextNonce 300 ms behind), as a new Lighter account is.
+#   premium:  Lighter's Premium tier (24,000 weighted requests, 200/0 ms speed bumps).
+#   instant:  not Lighter: no request limits, no speed bumps, nextNonce current at once. For
+#             tests of something else, until the engine fits the Standard budget.
+PROFILES: dict[str, dict[str, Any]] = {
+    "standard": {"tier": "standard", "rate_limits": True, "nonce_lag_ms": 300},
+    "premium": {"tier": "premium", "rate_limits": True, "nonce_lag_ms": 300},
+    "instant": {"tier": "instant", "rate_limits": False, "nonce_lag_ms": 0},
+}
+
+
+def profile_config(profile: str, sim_config: dict | None = None) -> dict:
+    """The `sim:` mapping of a run: the profile's settings, then the caller's own on top."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown simulator profile {profile!r}; profiles: {sorted(PROFILES)}")
+    return {**PROFILES[profile], **(sim_config or {})}
 STOP_TIMEOUT_S = 5.0
 
 
@@ -64,8 +83,11 @@ def _no_proxy_opener() -> urllib.request.OpenerDirector:
 
 
 class SimProcess:
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: str, workdir: str):
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: str, workdir: str,
+                 profile: str = "", config: dict | None = None):
         self.proc = proc
+        self.profile = profile
+        self.config = config or {}
         self.port = port
         self.log_path = log_path
         self._workdir = workdir
@@ -121,15 +143,17 @@ class SimProcess:
         self.stop()
 
 
-def start_sim(sim_config: dict | None = None, *, seed: int = 1, keys_file: str | None = None,
+def start_sim(sim_config: dict | None = None, *, profile: str, seed: int = 1, keys_file: str | None = None,
               log_path: str | None = None, port: int | None = None,
               faults: dict | None = None, timeout_s: float = START_TIMEOUT_S) -> SimProcess:
-    """Starts `python -m venue.sim` on a loopback port and waits until it answers."""
+    """Starts `python -m venue.sim` on a loopback port with `profile` (PROFILES) under
+    `sim_config`, and waits until it answers (its admin API: the readiness probe is not limited)."""
     import yaml
 
+    sim_config = profile_config(profile, sim_config)
     workdir = tempfile.mkdtemp(prefix="lighter-sim-")
     config_path = os.path.join(workdir, "config.yaml")
-    Path(config_path).write_text(yaml.safe_dump({"sim": sim_config or {}}))
+    Path(config_path).write_text(yaml.safe_dump({"sim": sim_config}))
     port = port or free_port()
     log_path = log_path or os.path.join(workdir, "sim.log")
     cmd = [sys.executable, "-m", "venue.sim", "--host", "127.0.0.1", "--port", str(port),
@@ -146,13 +170,13 @@ def start_sim(sim_config: dict | None = None, *, seed: int = 1, keys_file: str |
                                 cwd=str(PROJECT_ROOT))
     finally:
         log_file.close()
-    sim = SimProcess(proc, port, log_path, workdir)
+    sim = SimProcess(proc, port, log_path, workdir, profile, sim_config)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not sim.alive():
             raise SimStartError(f"simulator exited with code {proc.returncode}:\n{sim.log_tail()}")
         try:
-            status, _ = sim.request("GET", "/api/v1/orderBooks", timeout_s=1.0)
+            status, _ = sim.request("GET", "/admin/tier", timeout_s=1.0)
             if status == 200:
                 return sim
         except (OSError, urllib.error.URLError):

@@ -7,10 +7,23 @@ Rejections are HTTP 400 `{"code": <lighter code>, "message": "..."}`. Bad query 
 use code 20001 ("invalid param: ..."). Any unexpected exception is logged and answered
 with HTTP 500 `{"code": 29500, ...}` - the server never dies on input.
 
-sendTxBatch semantics (chosen here): elements are applied in order; the first failing
-element stops the batch; elements before it stay applied. The answer is then HTTP 400
+sendTxBatch semantics (chosen here): elements are taken in order; the first failing
+element stops the batch; elements before it stay taken. The answer is then HTTP 400
 with that element's code, a message "tx K of N rejected: <reason>; the K txs before it
-were applied", and `tx_hash` listing the applied hashes.
+were applied", and `tx_hash` listing the taken hashes.
+
+Taken is not executed: sendTx answers 200 with `tx_hash` and `predicted_execution_time_ms`
+as soon as the tx is taken; the engine executes it after its tier's speed bump (a timer on
+this loop, plus every tick as a backstop). `GET /api/v1/tx?by=hash` tells pending /
+executed / failed.
+
+Request limits (venue.sim.tiers, venue.sim.ratelimit): every `/api/v1/*` request counts
+against one rolling-minute bucket. A request that names its account - a signed tx
+(sendTx, sendTxBatch) or an auth token (`authorization` header or `auth` query) - counts
+against that account's L1 address (the master's: A and B share it) at its tier; any other
+request counts against the client IP at `ip_requests_per_minute`, unweighted. Over the
+limit: HTTP 429 `{"code": 23000, "message": ...}`, nothing done. `/admin/*` and `/stream`
+are never limited here (the WebSocket has its own limits in venue.sim.stream).
 """
 from __future__ import annotations
 
@@ -21,17 +34,21 @@ import json
 import logging
 import sys
 import time
+from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from .auth import AuthError, parse_auth_token
 from .config import SimConfig, SimConfigError, parse_sim_config
-from .engine import AdminError, Engine
+from .engine import AdminError, Engine, TakenTx, TxStatus
 from .faults import FaultConfigError, FaultPlan
+from .ratelimit import RateLimiter
 from .stream import StreamHub
-from .txcodec import TxRejected, load_tx_info, parse_tx_type, peek_account_index
+from .tiers import TIERS, Tier, endpoint_name, endpoint_weight
+from .txcodec import TxRejected, load_tx_info, parse_tx, parse_tx_type, peek_account_index
 from .units import decimal_to_units
 from .views import (admin_state_json, detailed_account_json, order_book_detail_json,
                     order_book_json, order_json, simple_order_json)
@@ -88,6 +105,13 @@ class SimServer:
                                               self.seed)
         self.hub = StreamHub(self.engine, float(config.ws_ping_interval_s))
         self._ticker: asyncio.Task | None = None
+        self._executor: asyncio.TimerHandle | None = None
+        self._executor_at_ms = 0
+        self.limiter = RateLimiter()
+        self.ip_tier = Tier("ip", weighted=False, limit=config.ip_requests_per_minute,
+                            taker_delay_ms=0, maker_delay_ms=0)
+        # who ("account:<index>" or "ip:<addr>") -> endpoint -> requests / weight / http_429
+        self.request_stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
 
     # ------------------------------------------------------------ app
     def make_app(self) -> web.Application:
@@ -110,6 +134,8 @@ class SimServer:
             (post, "/admin/market", self.admin_market), (post, "/admin/fill", self.admin_fill),
             (get, "/admin/orders_log", self.admin_orders_log), (get, "/admin/state", self.admin_state),
             (get, "/admin/trades", self.admin_trades), (post, "/admin/register_key", self.admin_register_key),
+            (get, "/admin/stats", self.admin_stats), (get, "/admin/tier", self.admin_get_tier),
+            (post, "/admin/tier", self.admin_set_tier),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
@@ -125,7 +151,30 @@ class SimServer:
     async def _stop(self, _app: web.Application) -> None:
         if self._ticker:
             self._ticker.cancel()
+        if self._executor:
+            self._executor.cancel()
         await self.hub.close_all()
+
+    def _arm_executor(self) -> None:
+        """One timer, for the earliest taken tx: it executes when its speed bump has passed."""
+        due_ms = self.engine.next_execution_ms()
+        if due_ms is None or (self._executor is not None and self._executor_at_ms <= due_ms):
+            return
+        if self._executor is not None:
+            self._executor.cancel()
+        self._executor_at_ms = due_ms
+        self._executor = asyncio.get_running_loop().call_later(
+            max(0, due_ms - now_ms() + 1) / 1000, self._execute_due)
+
+    def _execute_due(self) -> None:
+        self._executor = None
+        try:
+            self.engine.execute_due(now_ms())
+        except Exception:  # noqa: BLE001 - keep executing; the failure is logged
+            log.exception("event=execute_error")
+        finally:
+            self.hub.publish()
+            self._arm_executor()
 
     async def _tick_loop(self) -> None:
         period_s = self.config.tick_ms / 1000
@@ -137,6 +186,7 @@ class SimServer:
             try:
                 self.engine.tick(now_ms())
                 self.hub.publish()
+                self._arm_executor()
             except Exception:  # noqa: BLE001 - keep ticking; the failure is logged
                 log.exception("event=tick_error")
 
@@ -147,6 +197,11 @@ class SimServer:
         request["recv_us"] = time.time_ns() // 1000  # arrival, for the order log's ts_us (benchmarks)
         status = 500
         try:
+            if request.path.startswith("/api/v1/"):
+                refused = await self._rate_limit(request)
+                if refused is not None:
+                    status = 429
+                    return refused
             response = await handler(request)
             status = response.status
             return response
@@ -173,24 +228,93 @@ class SimServer:
                          request.method, request.path, status,
                          (time.perf_counter() - started) * 1000)
 
+    # ------------------------------------------------------------ request limits
+    async def _rate_limit(self, request: web.Request) -> web.Response | None:
+        """Counts the request against its bucket; the 429 answer when the bucket is full."""
+        endpoint = endpoint_name(request.path)
+        account = await self._request_account(request, endpoint)
+        who = f"account:{account.index}" if account is not None else f"ip:{request.remote}"
+        stats = self.request_stats[who][endpoint]
+        if not self.config.rate_limits:
+            admitted, reason = True, ""
+        elif account is not None:
+            bucket = f"l1:{account.l1_address}"
+            admitted, reason = self._admit(bucket, TIERS[account.tier], endpoint)
+        else:
+            admitted, reason = self._admit(f"ip:{request.remote}", self.ip_tier, endpoint)
+        if admitted:
+            stats["requests"] += 1
+            stats["weight"] += endpoint_weight(endpoint)
+            return None
+        stats["http_429"] += 1
+        log.info("event=rate_limited endpoint=%s who=%s reason=%r", endpoint, who, reason)
+        if endpoint in ("sendTx", "sendTxBatch"):
+            form = await request.post()
+            for tx_type, tx_info in self._form_txs(form):
+                self.engine.log_unapplied(tx_type, tx_info, now_ms(), 23000,
+                                          f"too many requests: {reason} (not taken)", request.get("recv_us"))
+        return _json({"code": 23000, "message": f"too many requests: {reason}"}, 429)
+
+    def _admit(self, bucket: str, tier: Tier, endpoint: str) -> tuple[bool, str]:
+        admission = self.limiter.admit(bucket, tier, endpoint, now_ms())
+        return admission.admitted, admission.reason
+
+    async def _request_account(self, request: web.Request, endpoint: str):
+        """The user account a request answers for (signed tx or auth token), else None."""
+        index = None
+        if endpoint in ("sendTx", "sendTxBatch") and request.method == "POST":
+            txs = self._form_txs(await request.post())
+            index = peek_account_index(txs[0][1]) if txs else None
+        else:
+            token = (request.headers.get("authorization") or request.query.get("auth")
+                     or request.query.get("authorization"))
+            if token:
+                try:
+                    index = parse_auth_token(token, now_ms() // 1000).account_index
+                except AuthError:
+                    index = None  # an unusable token buys no L1 budget: counted per IP
+        acct = self.engine.accounts.get(index) if index is not None else None
+        return acct if acct is not None and not acct.synthetic else None
+
+    @staticmethod
+    def _form_txs(form: Any) -> list[tuple[Any, Any]]:
+        if form.get("tx_info") is not None:
+            return [(form.get("tx_type"), form.get("tx_info"))]
+        try:
+            return list(zip(json.loads(str(form.get("tx_types"))), json.loads(str(form.get("tx_infos")))))
+        except (TypeError, ValueError):
+            return []
+
     # ------------------------------------------------------------ transactions
-    def _resp_send_tx(self, tx_hash: str) -> dict[str, Any]:
+    def _resp_send_tx(self, taken: TakenTx) -> dict[str, Any]:
         return {"code": 200, "message": "{\"ratelimit\": \"didn't use volume quota\"}",
-                "tx_hash": tx_hash, "predicted_execution_time_ms": now_ms(),
+                "tx_hash": taken.tx_hash, "predicted_execution_time_ms": self._predicted_ms(taken),
                 "volume_quota_remaining": VOLUME_QUOTA}
 
+    def _predicted_ms(self, taken: TakenTx) -> int:
+        """What the venue predicts: its tier's delay (it does not know a tx will run late)."""
+        acct = self.engine.accounts[taken.tx.account_index]
+        return taken.taken_at_ms + self.engine.delay_ms(acct, taken.tx)
+
     def _apply(self, tx_type: Any, tx_info: Any, *, force_slippage: bool = False,
-               recv_us: int | None = None):
+               recv_us: int | None = None) -> TakenTx:
+        """Takes one tx; executes it now when its delay is zero, else arms the timer."""
+        late_ms = self.faults.late_delay_ms(peek_account_index(tx_info))
+        taken = self.engine.take(tx_type, tx_info, now_ms(), delay_ms=late_ms, late=late_ms is not None,
+                                 force_slippage=force_slippage, recv_us=recv_us)
         try:
-            outcome = self.engine.submit(tx_type, tx_info, now_ms(), force_slippage=force_slippage,
-                                         recv_us=recv_us)
+            if taken.execute_at_ms <= now_ms():
+                self.engine.execute_due(now_ms())
         finally:
             self.hub.publish()
-        order = outcome.order
-        log.info("event=tx result=accepted tx_type=%s account=%s tx_hash=%s order_index=%s status=%s",
-                 outcome.tx_type, outcome.account_index, outcome.tx_hash,
+            self._arm_executor()
+        order = taken.outcome.order if taken.outcome else None
+        log.info("event=tx result=taken tx_type=%s account=%s nonce=%s tx_hash=%s execute_in_ms=%s "
+                 "late=%s status=%s order_index=%s order_status=%s", taken.tx.tx_type,
+                 taken.tx.account_index, taken.tx.nonce, taken.tx_hash,
+                 taken.execute_at_ms - taken.taken_at_ms, taken.late, taken.status.name.lower(),
                  order.order_index if order else None, order.status if order else None)
-        return outcome
+        return taken
 
     async def send_tx(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -231,7 +355,8 @@ class SimServer:
                      decision.timeout_applies if outcome == "timeout" else "-")
         not_applied = {"rate_limit": (429, 23000, "too many requests"),
                        "invalid_nonce": (400, 21104, "invalid nonce"),
-                       "http_5xx": (502, 502, "bad gateway")}
+                       "http_5xx": (502, 502, "bad gateway"),
+                       "reject": (400, self.faults.reject_code, self.faults.reject_message())}
         if outcome in not_applied:
             status, code, message = not_applied[outcome]
             for tx_type, tx_info in txs:
@@ -268,6 +393,7 @@ class SimServer:
     def _apply_all(self, txs: list[tuple[Any, Any]], batch: bool, *,
                    force_slippage: bool, recv_us: int | None = None) -> web.Response:
         hashes: list[str] = []
+        taken: list[TakenTx] = []
         for position, (tx_type, tx_info) in enumerate(txs):
             try:
                 if batch:
@@ -284,16 +410,18 @@ class SimServer:
                               f"tx {position} of {len(txs)} rejected: {rej.message}; the "
                               f"{position} txs before it were applied"}, 400)
             hashes.append(outcome.tx_hash)
+            taken.append(outcome)
         if not batch:
-            return _json(self._resp_send_tx(hashes[0]))
+            return _json(self._resp_send_tx(taken[0]))
         return _json({"code": 200, "message": "", "tx_hash": hashes,
-                      "predicted_execution_time_ms": now_ms(), "volume_quota_remaining": VOLUME_QUOTA})
+                      "predicted_execution_time_ms": max(self._predicted_ms(t) for t in taken),
+                      "volume_quota_remaining": VOLUME_QUOTA})
 
     # ------------------------------------------------------------ account reads
     async def next_nonce(self, request: web.Request) -> web.Response:
         account = _q_int(request, "account_index", lo=0)
         key = _q_int(request, "api_key_index", lo=0, hi=255)
-        return _json({"code": 200, "nonce": self.engine.next_nonce(account, key)})
+        return _json({"code": 200, "nonce": self.engine.visible_next_nonce(account, key, now_ms())})
 
     async def api_keys(self, request: web.Request) -> web.Response:
         account_index = _q_int(request, "account_index", lo=0)
@@ -301,7 +429,8 @@ class SimServer:
         acct = self.engine.accounts.get(account_index)
         if acct is None or acct.synthetic:
             raise TxRejected(21100, f"account not found: {account_index}")
-        keys = [{"account_index": account_index, "api_key_index": k, "nonce": acct.next_nonce[k],
+        keys = [{"account_index": account_index, "api_key_index": k,
+                 "nonce": self.engine.visible_next_nonce(account_index, k, now_ms()),
                  "public_key": pub, "transaction_time": 0}
                 for k, pub in sorted(acct.public_keys.items())
                 if key_filter is None or key_filter == 255 or k == key_filter]
@@ -343,7 +472,7 @@ class SimServer:
         limit = _q_int(request, "limit", lo=1, hi=100)
         market_id = self._market_param(request, required=False)
         cursor = _q_int(request, "cursor", required=False, lo=0)
-        orders = self.engine.inactive_orders(account, market_id)
+        orders = self.engine.inactive_orders(account, market_id, now_ms())
         if cursor is not None:
             orders = [o for o in orders if o.inactive_seq < cursor]
         page = orders[:limit]
@@ -362,7 +491,7 @@ class SimServer:
         if not indexes:
             raise ParamError("invalid param: missing required query parameter client_order_indexes")
         account = _q_int(request, "account_index", required=False, lo=0)
-        orders = sorted(self.engine.orders_by_client_index(indexes, account),
+        orders = sorted(self.engine.orders_by_client_index(indexes, account, now_ms()),
                         key=lambda o: o.order_index)
         return _json({"code": 200, "orders": [order_json(self.engine, o) for o in orders]})
 
@@ -430,21 +559,34 @@ class SimServer:
         return _json(body)
 
     async def tx(self, request: web.Request) -> web.Response:
+        """A taken tx by hash: status 1 pending, 2 executed, 0 failed (event_info carries the
+        failure's code and message). Times in ms as the spec's examples; transaction_time in us."""
         if request.query.get("by") != "hash":
             raise ParamError("invalid param: by must be 'hash'")
         value = request.query.get("value", "")
-        tx = self.engine.txs.get(value)
-        if tx is None:
+        taken = self.engine.txs.get(value.removeprefix("0x"))
+        if taken is None:
             raise TxRejected(21500, f"transaction not found: {value[:100]!r}")
-        return _json({"code": 200, "hash": value, "type": tx["type"], "info": tx["info"],
-                      "event_info": "", "status": 2, "transaction_index": 0,
-                      "l1_address": f"0x{tx['account_index']:040x}",
-                      "account_index": tx["account_index"], "nonce": tx["nonce"],
-                      "expire_at": tx["expire_at"], "block_height": tx["block_height"],
-                      "queued_at": tx["time_ms"], "executed_at": tx["time_ms"],
-                      "sequence_index": tx["block_height"], "parent_hash": "",
-                      "api_key_index": tx["api_key_index"], "transaction_time": tx["time_ms"] * 1000,
-                      "committed_at": tx["time_ms"], "verified_at": tx["time_ms"]})
+        tx = taken.tx
+        acct = self.engine.accounts[tx.account_index]
+        event_info = ""
+        if taken.status is TxStatus.FAILED:
+            event_info = json.dumps({"error": {"code": taken.code, "message": taken.message}})
+        elif taken.outcome is not None and taken.outcome.order is not None:
+            order = taken.outcome.order
+            event_info = json.dumps({"order_index": order.order_index, "status": order.status,
+                                     "filled_base": order.filled_base})
+        executed_at = taken.executed_at_ms if taken.status is not TxStatus.PENDING else 0
+        return _json({"code": 200, "hash": taken.tx_hash, "type": tx.tx_type, "info": taken.tx_info,
+                      "event_info": event_info, "status": int(taken.status),
+                      "transaction_index": taken.seq, "l1_address": acct.l1_address,
+                      "account_index": tx.account_index, "nonce": tx.nonce,
+                      "expire_at": tx.expired_at_ms, "block_height": taken.block_height,
+                      "queued_at": taken.taken_at_ms, "executed_at": executed_at,
+                      "sequence_index": taken.seq, "parent_hash": "",
+                      "api_key_index": tx.api_key_index,
+                      "transaction_time": (executed_at or taken.taken_at_ms) * 1000,
+                      "committed_at": executed_at, "verified_at": executed_at})
 
     # ------------------------------------------------------------ admin
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -481,7 +623,7 @@ class SimServer:
         market_id = body.get("market_id")
         if market_id is not None and (isinstance(market_id, bool) or not isinstance(market_id, int)):
             raise ParamError(f"invalid param: market_id must be an integer, got {market_id!r:.40}")
-        for key in ("random_walk", "taker_flow"):
+        for key in ("random_walk", "taker_flow", "active"):
             if key in body and not isinstance(body[key], bool):
                 raise ParamError(f"invalid param: {key} must be true or false, got {body[key]!r:.40}")
         mid = None
@@ -498,7 +640,8 @@ class SimServer:
                 raise ParamError(f"invalid param: mid must be a decimal string with at most "
                                  f"{decimals} decimals, got {body['mid']!r:.40}") from None
         self.engine.set_market_mode(market_id, random_walk=body.get("random_walk"),
-                                    taker_flow=body.get("taker_flow"), mid=mid)
+                                    taker_flow=body.get("taker_flow"), mid=mid,
+                                    active=body.get("active"))
         if mid is not None:
             self.engine.tick(now_ms())
         self.hub.publish()
@@ -552,6 +695,39 @@ class SimServer:
     async def admin_orders_log(self, request: web.Request) -> web.Response:
         account = _q_int(request, "account_index", required=False)
         return _json({"orders_log": self.engine.order_log_view(account)})
+
+    async def admin_stats(self, _request: web.Request) -> web.Response:
+        """What the venue counted: requests / weight / 429s per account (or IP) and endpoint, the
+        rolling minute of every bucket, and taken txs by fate."""
+        txs = {str(a): dict(c) for a, c in sorted(self.engine.tx_counts.items())}
+        total: Counter = Counter()
+        for counts in self.engine.tx_counts.values():
+            total.update(counts)
+        return _json({
+            "rate_limits": self.config.rate_limits,
+            "requests": {who: {e: dict(c) for e, c in sorted(per.items())}
+                         for who, per in sorted(self.request_stats.items())},
+            "rolling_minute": self.limiter.usage(now_ms()),
+            "txs": txs,
+            "txs_total": {k: total.get(k, 0) for k in ("taken", "executed", "failed", "late", "expired")},
+            "txs_pending": sum(1 for t in self.engine.txs.values() if t.status is TxStatus.PENDING),
+        })
+
+    async def admin_get_tier(self, _request: web.Request) -> web.Response:
+        return _json({"tiers": {str(i): a.tier for i, a in sorted(self.engine.accounts.items())
+                                if not a.synthetic}, "nonce_lag_ms": self.config.nonce_lag_ms,
+                      "rate_limits": self.config.rate_limits})
+
+    async def admin_set_tier(self, request: web.Request) -> web.Response:
+        """Switches an L1 address's tier (every account under the account's master), as
+        Lighter's changeAccountTier does."""
+        body = await self._body(request)
+        account, tier = body.get("account_index"), body.get("tier")
+        if isinstance(account, bool) or not isinstance(account, int):
+            raise ParamError(f"invalid param: account_index must be an integer, got {account!r:.40}")
+        changed = self.engine.set_tier(account, tier)
+        log.info("event=tier_set accounts=%s tier=%s", ",".join(map(str, changed)), tier)
+        return _json({"accounts": changed, "tier": tier})
 
     async def admin_state(self, _request: web.Request) -> web.Response:
         return _json(admin_state_json(self.engine))

@@ -48,6 +48,7 @@ class CreateOrderTx:
     trigger_price: int
     order_expiry_ms: int
     self_trade_mode: int     # L2TxAttributes "6": 0 expire maker, 1 taker, 2/3 both
+    self_trade_master: bool = False   # L2TxAttributes "7": 0 account equality, 1 master equality
     tx_type: int = TX_CREATE_ORDER
 
 
@@ -98,10 +99,11 @@ def _get_flag(info: dict, key: str) -> bool:
     return _get_int(info, key, lo=0, hi=1) == 1
 
 
-def _self_trade_mode(info: dict) -> int:
+def _self_trade_mode(info: dict) -> tuple[int, bool]:
+    """(behaviour, master equality) from L2TxAttributes "6" and "7" (lighter-go tx_attributes.go)."""
     attrs = info.get("L2TxAttributes")
     if attrs is None:
-        return 0
+        return 0, False
     if not isinstance(attrs, dict):
         raise _bad(f"field L2TxAttributes must be an object or null, got {type(attrs).__name__}")
     mode = attrs.get("6", 0)
@@ -110,7 +112,9 @@ def _self_trade_mode(info: dict) -> int:
     equality = attrs.get("7", 0)
     if isinstance(equality, bool) or not isinstance(equality, int) or not 0 <= equality <= 1:
         raise _bad(f"L2TxAttributes[\"7\"] (self-trade equality) must be 0..1, got {equality!r:.40}")
-    return mode
+    if mode == 3 and equality == 1:
+        raise _bad("self-trade behaviour 3 (reduce) is not allowed with master-account equality")
+    return mode, equality == 1
 
 
 def parse_tx_type(raw: Any) -> int:
@@ -157,6 +161,7 @@ def parse_tx(tx_type: int, raw_info: Any) -> Tx:
         expired_at_ms=_get_int(info, "ExpiredAt", required=False, lo=0),
     )
     if tx_type == TX_CREATE_ORDER:
+        stp = _self_trade_mode(info)
         order_type = _get_int(info, "Type", lo=0, hi=6)
         if order_type not in (0, 1):
             raise _bad(f"order Type {order_type} is not supported by the simulator "
@@ -177,7 +182,8 @@ def parse_tx(tx_type: int, raw_info: Any) -> Tx:
             reduce_only=_get_flag(info, "ReduceOnly"),
             trigger_price=_get_int(info, "TriggerPrice", required=False),
             order_expiry_ms=_get_int(info, "OrderExpiry", required=False, lo=-1),
-            self_trade_mode=_self_trade_mode(info),
+            self_trade_mode=stp[0],
+            self_trade_master=stp[1],
         )
     if tx_type == TX_CANCEL_ORDER:
         _self_trade_mode(info)

@@ -93,8 +93,8 @@ def detailed_account_json(engine: Engine, account_index: int) -> dict[str, Any]:
     collateral = fmt_usdc(acct.collateral)
     total = fmt_usdc(acct.collateral + upnl)
     return {
-        "code": 200, "account_type": 0, "index": acct.index, "l1_address": f"0x{acct.index:040x}",
-        "cancel_all_time": 0, "total_order_count": acct.total_order_count,
+        "code": 200, "account_type": 0, "index": acct.index,
+        "l1_address": acct.l1_address, "cancel_all_time": acct.cancel_all_at_ms, "total_order_count": acct.total_order_count,
         "total_isolated_order_count": 0, "pending_order_count": 0,
         "available_balance": collateral, "status": 1, "collateral": collateral,
         "transaction_time": engine.last_tick_ms * 1000, "account_trading_mode": 0,
@@ -120,7 +120,8 @@ def _order_book_common(market: MarketState) -> dict[str, Any]:
     cfg = market.cfg
     return {
         "symbol": cfg.symbol, "market_id": cfg.market_id, "market_type": "perp",
-        "base_asset_id": cfg.market_id + 100, "quote_asset_id": 3, "status": "active",
+        "base_asset_id": cfg.market_id + 100, "quote_asset_id": 3,
+        "status": "active" if market.active else "inactive",
         "taker_fee": "0.0000", "maker_fee": "0.0000", "liquidation_fee": "1.0000",
         "min_base_amount": str(cfg.min_base_amount), "min_quote_amount": str(cfg.min_quote_amount),
         "order_quote_limit": "", "supported_size_decimals": cfg.size_decimals,
@@ -189,7 +190,8 @@ def admin_state_json(engine: Engine) -> dict[str, Any]:
                 "realized_pnl": fmt_usdc(pos.realized_pnl),
                 "active_orders": sum(1 for o in acct.active.values() if o.market_id == market_id),
             }
-        accounts[str(index)] = {"master": acct.master, "synthetic": acct.synthetic,
+        accounts[str(index)] = {"master": acct.master, "synthetic": acct.synthetic, "tier": acct.tier,
+                                "cancel_all_at_ms": acct.cancel_all_at_ms,
                                 "collateral": fmt_usdc(acct.collateral),
                                 "next_nonce": {str(k): v for k, v in acct.next_nonce.items()},
                                 "markets": per_market}
@@ -198,7 +200,7 @@ def admin_state_json(engine: Engine) -> dict[str, Any]:
         cfg = market.cfg
         markets[str(market_id)] = {
             "symbol": cfg.symbol, "mid": fmt_units(market.mid, cfg.price_decimals),
-            "random_walk": market.random_walk, "taker_flow": market.taker_flow,
+            "random_walk": market.random_walk, "taker_flow": market.taker_flow, "active": market.active,
             "position_sum": fmt_units(engine.position_sums()[market_id], cfg.size_decimals),
         }
     return {"accounts": accounts, "markets": markets, "trade_count": len(engine.trades),
