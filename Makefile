@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test ensure-redis bench-latency bench-burst bench-cycle
+.PHONY: venv demo test ensure-redis bench-latency bench-burst bench-cycle bench-requests
 
 $(BIN)/lighter-hedge: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,3 +32,6 @@ bench-burst: venv ensure-redis
 
 bench-cycle: venv ensure-redis
 	$(BIN)/python -m bench cycle
+
+bench-requests: venv ensure-redis
+	$(BIN)/python -m bench requests

@@ -1,10 +1,12 @@
-"""`python -m bench latency|burst|cycle`: benchmarks on the simulator with the real Redis and real
+"""`python -m bench latency|burst|cycle|requests`: benchmarks on the simulator with the real Redis and real
 `lighter-hedge worker` / `maker` processes. Each prints one `key=value` per line.
 
 Each run starts its own simulator, worker and maker on loopback, in a Redis db of its own (1..15,
 locked like the test suite's), and stops them and flushes that db at the end. Needs Redis on
 127.0.0.1:6379 (LH_BENCH_REDIS overrides). Targets (2-core machine): p50 <= 1.5x floor, p99 <= 3x
-floor; a 1,000-fill burst back to zero exposure in <= 2 s with <= 20 hedge orders.
+floor; a 1,000-fill burst back to zero exposure in <= 2 s with <= 20 hedge orders; `requests` on
+Lighter's Standard tier: no 429, at most 1 read per round, flat at the end (Premium: no 429 and
+at most 330 weight per round).
 """
 from __future__ import annotations
 
@@ -119,17 +121,7 @@ def latency(n_fills: int, per_order: int, floor_n: int, gap_s: float, keep: bool
         probe.close()
         run_s = time.monotonic() - t_start
 
-        fills = {k: json.loads(v) for k, v in c.r.hgetall("lh:fills:ETH").items()}
-        legs = [json.loads(v) for v in c.r.hvals("lh:legs:ETH")]
-        arrived = {e["client_order_index"]: e["ts_us"] for e in c.orders_log(B) if e["tx_type"] == 14}
-        first_leg: dict[str, dict] = {}
-        for leg in sorted(legs, key=lambda lg: lg["leg"]):
-            first_leg.setdefault(str(leg["fill_id"]), leg)
-        lat = []
-        for fill_id, leg in first_leg.items():
-            seen_us = fills.get(fill_id, {}).get("ts_seen_us")
-            if seen_us and leg["client_order_index"] in arrived:
-                lat.append((arrived[leg["client_order_index"]] - seen_us) / 1000)
+        lat = fill_to_sendtx_ms(c)
         try:
             worker = c.metrics("worker")
         except OSError:
@@ -155,6 +147,22 @@ def latency(n_fills: int, per_order: int, floor_n: int, gap_s: float, keep: bool
     ok = p50 / f50 <= TARGETS["ratio_p50"] and p99 / f99 <= TARGETS["ratio_p99"]
     emit("target_met", str(ok).lower())
     return 0
+
+
+def fill_to_sendtx_ms(c: BenchCluster) -> list[float]:
+    """Per hedged fill: its frame seen at the maker -> its first hedge leg's sendTx at the venue."""
+    fills = {k: json.loads(v) for k, v in c.r.hgetall("lh:fills:ETH").items()}
+    legs = [json.loads(v) for v in c.r.hvals("lh:legs:ETH")]
+    arrived = {e["client_order_index"]: e["ts_us"] for e in c.orders_log(B) if e["tx_type"] == 14}
+    first_leg: dict[str, dict] = {}
+    for leg in sorted(legs, key=lambda lg: lg["leg"]):
+        first_leg.setdefault(str(leg["fill_id"]), leg)
+    lat = []
+    for fill_id, leg in first_leg.items():
+        seen_us = fills.get(fill_id, {}).get("ts_seen_us")
+        if seen_us and leg["client_order_index"] in arrived:
+            lat.append((arrived[leg["client_order_index"]] - seen_us) / 1000)
+    return lat
 
 
 # ---- burst --------------------------------------------------------------------------------------
@@ -209,13 +217,7 @@ def cycle(seconds: float, keep: bool) -> int:
         t0 = time.monotonic()
         filled: set[int] = set()
         while time.monotonic() - t0 < seconds:
-            for order in c.active_orders():
-                if order["order_index"] not in filled:
-                    filled.add(order["order_index"])
-                    try:
-                        c.fill(order, [order["remaining_base_amount"]])
-                    except Exception:  # noqa: BLE001 - cancelled meanwhile: the next one comes
-                        pass
+            c.fill_new_orders(filled)
             time.sleep(0.002)
         elapsed = time.monotonic() - t0
         rounds = int(c.r.hget("lh:stats:ETH", "rounds") or 0) - rounds0
@@ -240,6 +242,71 @@ def cycle(seconds: float, keep: bool) -> int:
     return 0
 
 
+# ---- requests -----------------------------------------------------------------------------------
+
+def _counted(stats: dict) -> dict[str, dict[str, int]]:
+    """The venue's counts summed over accounts and IPs: endpoint -> requests / weight / http_429."""
+    out: dict[str, dict[str, int]] = {}
+    for per_endpoint in stats["requests"].values():
+        for endpoint, counts in per_endpoint.items():
+            row = out.setdefault(endpoint, {"requests": 0, "weight": 0, "http_429": 0})
+            for key in row:
+                row[key] += counts.get(key, 0)
+    return out
+
+
+def requests_per_round(tier: str, n_rounds: int, max_seconds: float, keep: bool) -> int:
+    """Open/close rounds on a Lighter tier; what the venue counted per round."""
+    with BenchCluster(quantity="0.0500", keep_dir=keep, profile=tier, lighter={"tier": tier},
+                      strategy={"reconcile_interval_s": 30}) as c:
+        c.start_worker()
+        c.start_maker()
+        wait_until(lambda: c.active_orders(), 120, "A's first resting order", 0.05)
+        # Counted from here: start-up reads (market details, positions, open orders) are not per round.
+        before = _counted(c.sim.admin("/admin/stats"))
+        store = Store(c.r)
+        rounds0 = int(store.stats("ETH").get("rounds", 0))
+        t0 = time.monotonic()
+        filled: set[int] = set()
+        done = 0
+        while done < n_rounds and time.monotonic() - t0 < max_seconds:
+            c.fill_new_orders(filled)
+            done = int(store.stats("ETH").get("rounds", 0)) - rounds0
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        after = _counted(c.sim.admin("/admin/stats"))
+        wait_until(lambda: not Store(c.r).inflight("ETH"), 60, "hedges finished", 0.05)
+        a, b = c.positions()
+        lat = fill_to_sendtx_ms(c)
+
+    def delta(endpoints, key: str) -> int:
+        return sum(after.get(e, {}).get(key, 0) - before.get(e, {}).get(key, 0) for e in endpoints)
+    every = set(before) | set(after)
+    sends = {"sendTx", "sendTxBatch"}
+    per = max(done, 1)
+    emit("tier", tier)
+    emit("rounds", done)
+    emit("seconds", elapsed)
+    emit("rounds_per_min", done / elapsed * 60)
+    emit("sendtx_per_round", delta(sends, "requests") / per)
+    emit("reads_per_round", delta(every - sends, "requests") / per)
+    emit("requests_per_round", delta(every, "requests") / per)
+    emit("weight_per_round", delta(every, "weight") / per)
+    emit("http_429", delta(every, "http_429"))
+    emit("hedge_p50_ms", percentile(lat, 50))
+    emit("net_exposure_end", a + b)
+    for endpoint in sorted(every):
+        if delta([endpoint], "requests") or delta([endpoint], "http_429"):
+            emit(f"requests_{endpoint}", delta([endpoint], "requests"))
+    if tier == "premium":
+        ok = delta(every, "http_429") == 0 and delta(every, "weight") / per <= 330
+    else:
+        ok = delta(every, "http_429") == 0 and delta(every - sends, "requests") / per <= 1
+    ok = ok and a + b == 0 and done >= n_rounds
+    emit("target_met", str(ok).lower())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,11 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     bur.add_argument("--n", type=int, action="append", help="default: 100 and 1000")
     cyc = sub.add_parser("cycle", help="maker rounds per minute and where a round's time goes")
     cyc.add_argument("--seconds", type=float, default=30.0)
+    req = sub.add_parser("requests", help="requests per open/close round on a Lighter tier (the venue's count)")
+    req.add_argument("--tier", choices=("standard", "premium"), default="standard")
+    req.add_argument("--rounds", type=int, default=10)
+    req.add_argument("--max-seconds", type=float, default=300.0)
     a = p.parse_args(argv)
     if a.cmd == "latency":
         return latency(a.fills, a.per_order, a.floor_samples, a.gap_ms / 1000, a.keep)
     if a.cmd == "burst":
         return burst(a.n or [100, 1000], a.keep)
+    if a.cmd == "requests":
+        return requests_per_round(a.tier, a.rounds, a.max_seconds, a.keep)
     return cycle(a.seconds, a.keep)
 
 

@@ -73,7 +73,8 @@ def make_keys(path: str, accounts: list[tuple[int, int]]) -> None:
 
 class BenchCluster:
     def __init__(self, *, quantity: str, strategy: dict | None = None, metrics: bool = True,
-                 sim: dict | None = None, keep_dir: bool = False, profile: str = "instant"):
+                 sim: dict | None = None, keep_dir: bool = False, profile: str = "instant",
+                 lighter: dict | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix="lh-bench-"))
         self.keep_dir = keep_dir
         self.redis_url, self._release = lock_redis_db()
@@ -95,7 +96,7 @@ class BenchCluster:
             big = str(Decimal(quantity) * 4)
             self.config = {
                 "mode": "paper",
-                "lighter": {"base_url": self.sim.base_url, "ws_url": self.sim.ws_url},
+                "lighter": {"base_url": self.sim.base_url, "ws_url": self.sim.ws_url, **(lighter or {})},
                 "redis": {"url": self.redis_url},
                 "keys_file": self.keys_file,
                 "accounts": {"account_a": {"account_index": A, "api_key_index": KEY_A},
@@ -183,8 +184,8 @@ class BenchCluster:
         return tuple(Decimal(accounts[str(a)]["markets"][str(market)]["position"]) for a in (A, B))
 
     def active_orders(self, account: int = A, market: int = ETH) -> list[dict]:
-        status, body = self.sim.request("GET", f"/api/v1/accountActiveOrders?account_index={account}"
-                                               f"&market_id={market}")
+        # The admin view: the driver spends none of the venue's request budget (the engine's).
+        status, body = self.sim.request("GET", f"/admin/orders?account_index={account}&market_id={market}")
         return body["orders"] if status == 200 else []
 
     def orders_log(self, account: int) -> list[dict]:
@@ -195,6 +196,16 @@ class BenchCluster:
         return self.sim.admin("/admin/fill", {"account_index": A, "market_id": ETH, "one_frame": one_frame,
                                               "order_index": order["order_index"], "sizes": sizes,
                                               "delay_ms": delay_ms})["trade_ids"]
+
+    def fill_new_orders(self, filled: set[int]) -> None:
+        """Fill each of A's resting orders not in `filled` whole, once (adds it to `filled`)."""
+        for order in self.active_orders():
+            if order["order_index"] not in filled:
+                filled.add(order["order_index"])
+                try:
+                    self.fill(order, [order["remaining_base_amount"]])
+                except Exception:  # noqa: BLE001 - cancelled meanwhile: the next one comes
+                    pass
 
     def metrics(self, which: str) -> dict[str, float]:
         """The maker's or worker's Prometheus metrics, flattened: 'name{labels}' -> value."""

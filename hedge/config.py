@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
 
+from hedge.budget import (CUSTOM, TIERS, UNLIMITED, BudgetError, RateLimit, default_hedge_reserve,
+                          rate_limit_for_tier, smallest_limit)
 from hedge.money import AmountError, to_decimal
 
 MODES = ("paper", "live")
@@ -81,6 +83,8 @@ class Config:
     flower_port: int
     sim: dict[str, Any] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Lighter's request budget of A and B's L1 address (hedge.budget; venue/budget.py enforces it).
+    rate_limit: RateLimit = field(default_factory=lambda: rate_limit_for_tier("standard"))
 
     def market(self, symbol: str) -> MarketConfig:
         try:
@@ -139,7 +143,8 @@ def parse_config(raw: Any) -> Config:
     return Config(mode=mode, base_url=base_url.rstrip("/"), ws_url=ws_url.rstrip("/"), chain_id=chain_id,
                   redis_url=redis_url, result_backend_url=result_backend_url, keys_file=keys_file,
                   account_a=a, account_b=b, markets=markets, strategy=strategy,
-                  flower_port=flower_port, sim=dict(sim), metrics=_metrics(raw.get("metrics")))
+                  flower_port=flower_port, sim=dict(sim), metrics=_metrics(raw.get("metrics")),
+                  rate_limit=_rate_limit(lighter, mode, sim, (a.account_index, b.account_index)))
 
 
 def _refuse_renamed(raw: Mapping[str, Any]) -> None:
@@ -282,6 +287,68 @@ def _metrics(sec: Any) -> MetricsConfig:
     if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", host):
         raise ConfigError(f"metrics.host: expected an address to listen on like '127.0.0.1', got {host!r}")
     return MetricsConfig(maker_port=maker_port, worker_port=worker_port, host=host)
+
+
+def _rate_limit(lighter: Mapping[str, Any], mode: str, sim: Mapping[str, Any],
+                accounts: tuple[int, int]) -> RateLimit:
+    """lighter.tier or lighter.rate_limit, and lighter.hedge_reserve (hedge.budget has the figures).
+
+    Without either, live is `standard` (a new Lighter account is) and paper follows the simulator:
+    its tier for A and B (`instant`, or `rate_limits: false`, means no limit).
+    """
+    tier, explicit, reserve = lighter.get("tier"), lighter.get("rate_limit"), lighter.get("hedge_reserve")
+    if tier is not None and explicit is not None:
+        raise ConfigError("lighter.rate_limit: give lighter.tier or lighter.rate_limit, not both")
+    if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int)):
+        raise ConfigError(f"lighter.hedge_reserve: expected an integer in the limit's unit (requests on "
+                          f"standard, weight on the weighted tiers) or null, got {reserve!r}")
+    if explicit is not None:
+        return _explicit_rate_limit(explicit, reserve)
+    if tier is None:
+        tier = _paper_tier(sim, accounts) if mode == "paper" else "standard"
+    choices = (*TIERS, UNLIMITED) if mode == "paper" else tuple(TIERS)
+    if tier not in choices:
+        extra = f" ({UNLIMITED} only in paper mode)" if tier == UNLIMITED else ""
+        raise ConfigError(f"lighter.tier: expected one of {', '.join(choices)}{extra}, got {tier!r}")
+    try:
+        return rate_limit_for_tier(tier, reserve)
+    except BudgetError as exc:
+        raise ConfigError(f"lighter.{exc}") from None
+
+
+def _explicit_rate_limit(sec: Any, reserve: int | None) -> RateLimit:
+    name = "lighter.rate_limit"
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"{name}: expected a mapping like {{per_minute: 60, weighted: false}}, got {sec!r}")
+    unknown = sorted(set(sec) - {"per_minute", "weighted", "window_ms"})
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key; expected per_minute, weighted, window_ms")
+    weighted = sec.get("weighted", False)
+    if not isinstance(weighted, bool):
+        raise ConfigError(f"{name}.weighted: expected true (weights are summed) or false (requests are "
+                          f"counted), got {weighted!r}")
+    per_minute = _int(sec, f"{name}.per_minute", minimum=smallest_limit(weighted)) if "per_minute" in sec else None
+    if per_minute is None:
+        raise ConfigError(f"{name}.per_minute: missing; expected the limit per rolling minute, e.g. 60")
+    window_ms = _int(sec, f"{name}.window_ms", default=60_000, minimum=100, maximum=3_600_000)
+    try:
+        return RateLimit(CUSTOM, per_minute, weighted,
+                         default_hedge_reserve(per_minute, weighted) if reserve is None else reserve, window_ms)
+    except BudgetError as exc:
+        raise ConfigError(f"lighter.{exc}") from None
+
+
+def _paper_tier(sim: Mapping[str, Any], accounts: tuple[int, int]) -> str:
+    """The simulator's tier for A and B, as a budget tier name."""
+    if sim.get("rate_limits", True) is False:
+        return UNLIMITED
+    tier, where = sim.get("tier", "standard"), "sim.tier"
+    for entry in sim.get("accounts") or []:
+        if isinstance(entry, Mapping) and entry.get("index") in accounts and entry.get("tier") is not None:
+            tier, where = entry["tier"], f"sim.accounts[{entry['index']}].tier"
+    if tier not in ("standard", "premium", "instant"):
+        raise ConfigError(f"{where}: expected one of instant, premium, standard, got {tier!r}")
+    return UNLIMITED if tier == "instant" else tier
 
 
 def _is_loopback(url: str) -> bool:

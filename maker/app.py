@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from decimal import Decimal
 
 import redis.asyncio as aioredis
@@ -14,7 +15,9 @@ from maker.hedges import HedgeDispatcher
 from maker.market_loop import MarketLoop
 from tasks import metrics
 from tasks.store import Store, control_channel
+from venue.budget import budget_from_config
 from venue.client import VenueClient
+from venue.feed import VenueFeed
 from venue.keys import private_key
 from venue.stream import AccountStream
 
@@ -23,11 +26,24 @@ log = logging.getLogger("maker.app")
 
 async def run_maker(cfg: Config, symbols: list[str]) -> None:
     store = Store.from_url(cfg.redis_url)
+    # One request budget with the worker and the CLI (Lighter counts A and B together).
+    budget = budget_from_config(cfg, store.r)
     client = await VenueClient.open(cfg.base_url, cfg.account_a, private_key(cfg, cfg.account_a),
-                                    chain_id=cfg.chain_id)
+                                    chain_id=cfg.chain_id, budget=budget, process="maker")
     dispatcher = HedgeDispatcher(store)
     loops: dict[int, MarketLoop] = {}
     resumed: dict[str, asyncio.Event] = {}
+    # A's positions from account_all's snapshot and position frames, with when they arrived.
+    a_positions: dict[int, tuple[Decimal, float]] = {}
+
+    def on_positions(positions: dict[int, Decimal]) -> None:
+        now_s = time.monotonic()
+        a_positions.update({market: (value, now_s) for market, value in positions.items()})
+
+    def on_order(view) -> None:
+        if view.market_index in loops:
+            loops[view.market_index].on_order(view)
+
     try:
         for symbol in symbols:
             market = cfg.market(symbol)
@@ -38,7 +54,12 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
             resumed[symbol] = asyncio.Event()
             loops[market.market_index] = MarketLoop(
                 cfg, market, spec, client, _b_position(client, cfg.account_b.account_index, market.market_index),
-                store, dispatcher, resumed[symbol])
+                store, dispatcher, resumed[symbol], feed=None, a_positions=a_positions)
+        # A's order states and the books from WebSockets: no REST polling (Lighter's budget).
+        feed = VenueFeed(cfg.ws_url, cfg.account_a.account_index, client.auth_token,
+                         book_markets=list(loops), on_order=on_order)
+        for loop in loops.values():
+            loop.feed = feed
 
         async def on_fill(fill: Fill) -> None:
             loops[fill.market_index].on_fill(fill)
@@ -61,17 +82,22 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
             for loop in loops.values():
                 loop.request_reconcile()
 
+        # REST backfill only after a reconnect and when a reconcile finds a gap (no periodic
+        # backfill: `trades` weighs 600 and is capped at 40 a minute on every tier).
         stream = AccountStream(cfg.ws_url, cfg.account_a.account_index, on_fill,
                                backfill=lambda: client.trades(None, 100), markets=set(loops),
                                history_cutoff_trade_id=store.cutoff(cfg.account_a.account_index),
                                on_cutoff=on_cutoff, on_reconnect=on_reconnect, on_fills=on_fills,
-                               on_connect=on_connect)
+                               on_connect=on_connect, backfill_interval_s=None,
+                               on_positions=on_positions)
         for loop in loops.values():
             loop.backfill_now = stream.backfill_now
+            loop.stream_connected = stream.connected
         metrics.serve(cfg.metrics.maker_port, cfg.metrics.host, "maker")
+        metrics.watch_budget(budget, "maker")
         log.info("event=maker.start markets=%s account=%d mode=%s", ",".join(symbols),
                  cfg.account_a.account_index, cfg.mode)
-        jobs = [asyncio.create_task(stream.run(), name="stream"),
+        jobs = [asyncio.create_task(stream.run(), name="stream"), asyncio.create_task(feed.run(), name="feed"),
                 asyncio.create_task(_control_listener(cfg.redis_url, resumed, loops), name="control")]
         jobs += [asyncio.create_task(loop.run(stream.connected), name=f"loop-{loop.symbol}")
                  for loop in loops.values()]

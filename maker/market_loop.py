@@ -20,10 +20,13 @@ from tasks import metrics
 from tasks.store import Ledger, Store
 from venue import errors
 from venue.client import OrderView, VenueClient
+from venue.feed import VenueFeed, order_final
 
 log = logging.getLogger("maker.loop")
 
-ORDER_CHECK_INTERVAL_S = 2.0   # while resting, re-read the order now and then (a cancel by the venue sends no trade)
+ORDER_CHECK_INTERVAL_S = 2.0   # while resting, look at the order now and then (a cancel by the venue sends no trade)
+ORDER_VISIBLE_S = 2.0          # an order taken by the venue shows on the order stream within its speed bump
+RESTING_REST_CHECK_S = 10.0    # a stream can go silent without closing: one REST look this often while resting
 FILLS_ARRIVE_TIMEOUT_S = 10.0  # an order's fills reach us over the stream after its final state
 COVERAGE_CHECK_S = 2.0         # while waiting on a hedge result, look at the ledger this often
 ORDER_IN_DOUBT_GRACE_S = 2.0   # an order of A the venue does not know this long after sending never arrived
@@ -66,7 +69,9 @@ class _TimedVenue:
 
 class MarketLoop:
     def __init__(self, cfg: Config, market: MarketConfig, spec: MarketSpec, client: VenueClient,
-                 b_position, store: Store, dispatcher: HedgeDispatcher, resumed: asyncio.Event):
+                 b_position, store: Store, dispatcher: HedgeDispatcher, resumed: asyncio.Event,
+                 feed: VenueFeed | None = None, a_positions: dict[int, tuple[Decimal, float]] | None = None,
+                 stream_connected: asyncio.Event | None = None):
         self.cfg = cfg
         self.market = market
         self.symbol = market.symbol
@@ -76,6 +81,12 @@ class MarketLoop:
         self.store = store
         self.dispatcher = dispatcher
         self.resumed = resumed
+        # State from WebSockets (venue.feed, and A's positions from the account stream); REST is
+        # the fallback when the stream is not connected or does not answer in time.
+        self.feed = feed
+        self.a_positions = a_positions if a_positions is not None else {}   # market -> (position, monotonic s)
+        self.stream_connected = stream_connected
+        self._last_fill_s = 0.0   # monotonic: a position frame older than our newest fill is stale
         self._state = "STARTING"
         self.resting: RestingOrder | None = None
         self._seq = 0
@@ -112,6 +123,7 @@ class MarketLoop:
         new = [f for f, task_id in zip(fills, task_ids) if task_id is not None]
         if not new:
             return
+        self._last_fill_s = time.monotonic()
         self._check_unhedged(self.dispatcher.last_ledger)
         order = self.resting
         if order is None:
@@ -126,13 +138,68 @@ class MarketLoop:
 
     async def run(self, stream_ready: asyncio.Event) -> None:
         await stream_ready.wait()  # snapshot and backfill processed: fills during downtime are queued
-        await self._startup()
+        failures = 0
+        while True:
+            try:
+                await self._startup()
+                break
+            except Exception as exc:  # a venue or Redis hiccup at start: log it, try again
+                failures += 1
+                await self._after_error("startup", exc, failures)
+        failures = 0
         while True:
             try:
                 await self._wait_unpaused()
                 await self._round()
+                failures = 0
             except Paused:
                 continue
+            except Exception as exc:  # never exit on a read error: what was written ahead is resolved next round
+                failures += 1
+                await self._after_error("round", exc, failures)
+
+    async def _after_error(self, where: str, exc: Exception, failures: int) -> None:
+        delay_s = min(30.0, 0.5 * 2 ** min(failures, 6))
+        log.error("event=maker.%s_error market=%s error=%s failures=%d retry_in_s=%.1f", where, self.symbol,
+                  f"{type(exc).__name__}: {exc}"[:500], failures, delay_s)
+        self.resting = None
+        await asyncio.sleep(delay_s)
+
+    # ---- venue state: the streams first, REST when they cannot say ---------------------------
+
+    async def _position(self) -> Decimal:
+        """A's position from the account stream's position frames while they are current (one came
+        after the newest fill we know of), else from REST."""
+        mi = self.market.market_index
+        entry = self.a_positions.get(mi)
+        if entry is not None and self.stream_connected is not None and self.stream_connected.is_set() \
+                and entry[1] >= self._last_fill_s:
+            return entry[0]
+        return await self.client.position(mi)
+
+    async def _book(self, limit: int) -> tuple[list[Decimal], list[Decimal]]:
+        book = self.feed.book_prices(self.market.market_index) if self.feed is not None else None
+        if book is not None:
+            return book[0][:limit], book[1][:limit]
+        return await self.client.book_prices(self.market.market_index, limit=limit)
+
+    async def _order_seen(self, coi: int, timeout_s: float) -> OrderView | None:
+        """The order as soon as the venue shows it (any state); None if it never does."""
+        if self.feed is not None and self.feed.connected.is_set():
+            view = await self.feed.wait_order(coi, lambda _: True, timeout_s)
+            if view is not None:
+                return view
+        view = await self.client.order_by_client_index(coi)
+        return view if view is not None else await self.client.wait_order_final(coi, timeout_s)
+
+    async def _order_final(self, coi: int, timeout_s: float) -> OrderView | None:
+        """The order's final state (or the last seen at the timeout; None if never seen)."""
+        return await order_final(self.feed, self.client, coi, timeout_s)
+
+    def on_order(self, view: OrderView) -> None:
+        """An update of one of A's orders from the order stream: wake the resting loop."""
+        if self.resting is not None and view.client_order_index == self.resting.client_order_index:
+            self.resting.changed.set()
 
     async def _startup(self) -> None:
         for order in await self.client.active_orders(self.market.market_index):
@@ -176,7 +243,7 @@ class MarketLoop:
         if abs(gap) > self.market.max_unhedged_base:
             self._pause(f"exposure gap {gap} at start exceeds max_unhedged_base "
                         f"{self.market.max_unhedged_base} ({detail})")
-        bids, asks = await self.client.book_prices(self.market.market_index, limit=1)
+        bids, asks = await self._book(limit=1)
         price = (bids or asks or [None])[0]
         if price is None:
             self._pause(f"exposure gap {gap} at start and no price to hedge it at ({detail})")
@@ -191,7 +258,7 @@ class MarketLoop:
     async def _measure_gap(self) -> tuple[Decimal, str]:
         """(A + B at the venue) - (what the ledger says is unhedged). Only called with no hedge in
         flight, so no B leg can be half-counted."""
-        a = await self.client.position(self.market.market_index)
+        a = await self._position()
         b = await self.b_position()
         ledger = self.store.ledger(self.symbol)
         if ledger.pending:
@@ -262,9 +329,8 @@ class MarketLoop:
         await self._wait_for_hedger()
         if self._reconcile_due or time.monotonic() - self._reconciled_at > self.cfg.strategy.reconcile_interval_s:
             await self._reconcile(at_start=False)
-        mi = self.market.market_index
-        position = await self.client.position(mi)
-        bids, asks = await self.client.book_prices(mi, limit=max(50, self.market.depth * 5))
+        position = await self._position()
+        bids, asks = await self._book(limit=max(50, self.market.depth * 5))
         quote = next_quote(position, bids, asks, self.market.depth, self.market.quantity, self.spec)
         if quote is None or not self.spec.is_orderable(quote.base_amount):
             self._pause(f"nothing sensible to quote: position {position}, book {len(bids)} bids / {len(asks)} asks")
@@ -284,7 +350,7 @@ class MarketLoop:
             self.resting = None
         self.state = "HEDGING"
         await self._wait_hedges()
-        position = await self.client.position(mi)
+        position = await self._position()
         if closing and position == 0:
             self.store.incr(self.symbol, "rounds")
             log.info("event=maker.round_done market=%s rounds=%s", self.symbol,
@@ -300,12 +366,12 @@ class MarketLoop:
             return
         coi = record["client_order_index"]
         grace_left_s = record["sent_ms"] / 1000 + ORDER_IN_DOUBT_GRACE_S - time.time()
-        view = await self.client.wait_order_final(coi, max(0.0, grace_left_s))
+        view = await self._order_final(coi, max(0.0, grace_left_s))
         if view is not None and not view.is_final:
             outcome = await self.client.cancel(self.market.market_index, view.order_index)
             log.info("event=maker.cancel market=%s client_order_index=%d outcome=%s", self.symbol, coi,
                      outcome.describe())
-            view = await self.client.wait_order_final(coi, 5.0)
+            view = await self._order_final(coi, 5.0)
             if view is None or not view.is_final:
                 self._pause(f"A's order {coi} (written ahead) still rests after a cancel")
         log.info("event=maker.order_resolved market=%s client_order_index=%d status=%s filled=%s", self.symbol,
@@ -329,10 +395,9 @@ class MarketLoop:
         if outcome.kind == errors.RETRYABLE:
             await asyncio.sleep(1.0)  # a nonce resync or a rate limit: try the round again
             return None
-        # Accepted or in doubt: the venue's record of this client_order_index is the truth.
-        view = await self.client.order_by_client_index(order.client_order_index)
-        if view is None and outcome.kind == errors.IN_DOUBT:
-            view = await self.client.wait_order_final(order.client_order_index, 2.0)
+        # Accepted or in doubt: the venue's record of this client_order_index is the truth. It shows
+        # after the venue's speed bump (200 ms for a maker order on a Standard account).
+        view = await self._order_seen(order.client_order_index, ORDER_VISIBLE_S)
         if view is not None:
             order.order_index = view.order_index
         return view
@@ -340,6 +405,7 @@ class MarketLoop:
     async def _rest_until_done(self, order: RestingOrder, view: OrderView) -> None:
         """Wait for fills (pushed by the stream) until filled, or cancel at the timeout."""
         deadline = time.monotonic() + self.cfg.strategy.maker_order_timeout_s
+        rest_check_at = time.monotonic() + RESTING_REST_CHECK_S
         while not view.is_final and order.filled < order.quote.base_amount:
             left_s = deadline - time.monotonic()
             if left_s <= 0 or self.store.paused(self.symbol):
@@ -352,10 +418,25 @@ class MarketLoop:
             try:
                 await asyncio.wait_for(order.changed.wait(), timeout=min(left_s, ORDER_CHECK_INTERVAL_S))
             except asyncio.TimeoutError:
-                view = await self.client.order_by_client_index(order.client_order_index) or view
+                streamed = self.feed is not None and self.feed.connected.is_set()
+                if not streamed or time.monotonic() >= rest_check_at:
+                    rest_check_at = time.monotonic() + RESTING_REST_CHECK_S
+                    rest_view = await self.client.order_by_client_index(order.client_order_index)
+                    if rest_view is not None and (rest_view.is_final or rest_view.filled_base != view.filled_base):
+                        if streamed:
+                            log.warning("event=maker.stream_behind market=%s client_order_index=%d rest_status=%s "
+                                        "rest_filled=%s stream_filled=%s", self.symbol, order.client_order_index,
+                                        rest_view.status, rest_view.filled_base, view.filled_base)
+                        view = rest_view
+                        if order.filled < view.filled_base and self.backfill_now is not None:
+                            await self.backfill_now()   # fills the stream did not deliver
             finally:
                 self._resting_s += time.perf_counter() - t_wait
-        final = await self.client.wait_order_final(order.client_order_index, 5.0)
+            if self.feed is not None and self.feed.connected.is_set() and not view.is_final:
+                streamed_view = self.feed.order(order.client_order_index)
+                if streamed_view is not None and streamed_view.filled_base >= view.filled_base:
+                    view = streamed_view
+        final = view if view.is_final else await self._order_final(order.client_order_index, 5.0)
         if final is None or not final.is_final:
             self._pause(f"A's order {order.client_order_index} did not reach a final state after cancel")
         # A fill that raced the cancel still arrives over the stream: wait until we have them all,

@@ -170,17 +170,22 @@ def sim_command(config_path: str | None, host: str, port: int | None, seed: int 
 @click.option("--count", type=click.IntRange(min=0), default=0, help="with --watch: stop after N refreshes (0 = never)")
 def status_command(config_path: str | None, market: str | None, as_json: bool, watch: bool, interval: float,
                    count: int) -> None:
-    """Per market: A and B positions, net exposure, dust, in-flight and failed hedges, pause."""
+    """Per market: A and B positions, net exposure, dust, in-flight and failed hedges, pause; and the
+    request budget A and B share (used/limit in the rolling minute, by process, 429s seen)."""
     import time
 
-    from ops.status import collect
+    from ops.status import STATUS_BUDGET_WAIT_MS, VenueCache, budget_line, collect
+    from venue.budget import budget_from_config
     cfg = _load(config_path)
     store = _store(cfg)
     markets = _markets(cfg, market)
+    budget = budget_from_config(cfg, store.r)
+    # --watch waits for the budget only for its first view, then shows the last one it could read.
+    cache = VenueCache() if watch else None
     shown = 0
     try:
         while True:
-            rows = asyncio.run(collect(cfg, store, markets))
+            rows = asyncio.run(collect(cfg, store, markets, budget, STATUS_BUDGET_WAIT_MS, cache))
             if watch and not as_json:
                 click.echo(f"-- {time.strftime('%H:%M:%S')}")
             for row in rows:
@@ -188,11 +193,13 @@ def status_command(config_path: str | None, market: str | None, as_json: bool, w
                     click.echo(json.dumps(row, default=str))
                     continue
                 click.echo(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()
-                                    if k not in ("failed_hedges", "pause_reason")))
+                                    if k not in ("failed_hedges", "pause_reason", "budget")))
                 if row["pause_reason"]:
                     click.echo(f"  paused: {row['pause_reason']}")
                 for task_id, info in row["failed_hedges"].items():
                     click.echo(f"  failed: {task_id} fill_id={info.get('fill_id')} reason={info.get('reason')}")
+            if rows and not as_json:
+                click.echo(budget_line(rows[0]["budget"]))
             shown += 1
             if not watch or (count and shown >= count):
                 return

@@ -1,6 +1,9 @@
 """`lighter-hedge demo`: everything under supervisord in paper mode, hedges printed live, a summary.
 
 Exit 0 when every market ends with zero net exposure, 1 otherwise, 2 on a setup error.
+
+The summary ends with what the venue counted (`venue ...`, from the simulator's /admin/stats) and
+what our request budget counted in its rolling minute (`budget ...`, from Redis).
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import click
 from hedge.config import Config
 from ops import supervise
 from ops.settings import PROJECT_ROOT, config_path
+from ops.status import CLI_PROCESS
 from tasks.store import Store
+from venue.budget import budget_from_config
 from venue.client import public_positions
 from venue.keys import ensure_paper_keys
 
@@ -54,6 +59,7 @@ def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int
             click.echo("demo: the maker did not settle in time; the summary shows what the venue holds", err=True)
         ok = _summary(cfg, store, latencies)
         _venue_requests(cfg, time.monotonic() - started)
+        _budget_usage(cfg, store)
         click.echo(f"Flower: http://127.0.0.1:{cfg.flower_port} (user {supervise.flower_user()}, "
                    f"password in $LH_FLOWER_PASSWORD or {run_dir}/flower-password)")
         click.echo(f"demo took {time.monotonic() - started:.0f}s")
@@ -104,7 +110,7 @@ def _quiet(store: Store, markets: list[str]) -> bool:
 
 def _summary(cfg: Config, store: Store, latencies: dict[str, list[int]]) -> bool:
     a, b = cfg.account_a.account_index, cfg.account_b.account_index
-    positions = asyncio.run(public_positions(cfg.base_url, [a, b]))
+    positions = asyncio.run(public_positions(cfg.base_url, [a, b], budget_from_config(cfg, store.r), CLI_PROCESS))
     ok = True
     for market, m in cfg.markets.items():
         pa = positions[a].get(m.market_index, Decimal(0))
@@ -143,6 +149,21 @@ def _venue_requests(cfg: Config, elapsed_s: float) -> None:
     click.echo(f"venue tier={'/'.join(tiers) or 'none'} rate_limits={str(stats['rate_limits']).lower()} "
                f"requests={total} requests_per_min={total * 60 / max(elapsed_s, 1):.0f} http_429={refused} "
                f"by_endpoint={ranked}")
+
+
+def _budget_usage(cfg: Config, store: Store) -> None:
+    """Our own count: the request budget's rolling minute (all processes) and the 429s it saw."""
+    import redis
+    try:
+        u = budget_from_config(cfg, store.r).usage()
+    except redis.RedisError as exc:
+        click.echo(f"budget: usage unavailable ({type(exc).__name__}: {exc})", err=True)
+        return
+    weighted = u.unit == "weight"
+    by_process = ",".join(f"{p}:{pu.weight if weighted else pu.requests}"
+                          for p, pu in sorted(u.by_process.items()) if pu.requests)
+    click.echo(f"budget tier={u.tier} used={u.used} limit={'none' if u.limit is None else u.limit} unit={u.unit} "
+               f"hedge_reserve={u.hedge_reserve} http_429={u.http_429} by_process={by_process or '-'}")
 
 
 def _num(value: Decimal) -> str:

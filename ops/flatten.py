@@ -4,6 +4,9 @@ The market is paused first (the maker stops quoting). A's close reaches the make
 like any fill; whichever of the maker or this command records it first, the ledger counts it
 once. B's close is a ledger leg written ahead like a hedge, so A+B, the ledger and the venue
 agree afterwards, and a crash in the middle is resolved like any hedge left in doubt.
+
+Its requests count in the request budget A and B share, as process `cli`: the closes as HEDGE
+(market orders that take exposure off), the cancels as QUOTE, the reads as READ.
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from decimal import Decimal
 from hedge.config import Config, MarketConfig
 from hedge.fill import BUY, SELL, Fill, signed
 from hedge.plan import MAX_CLIENT_ORDER_INDEX, leg_client_order_index, worst_price_int
+from ops.status import CLI_PROCESS
 from tasks.store import Store, now_ms
+from venue.budget import budget_from_config
 from venue.client import VenueClient, fill_trades_of_order
 from venue.keys import private_key
 
@@ -24,8 +29,11 @@ SETTLE_TIMEOUT_S = 60.0
 
 
 async def flatten(cfg: Config, store: Store, symbols: list[str], echo) -> bool:
-    a = await VenueClient.open(cfg.base_url, cfg.account_a, private_key(cfg, cfg.account_a), chain_id=cfg.chain_id)
-    b = await VenueClient.open(cfg.base_url, cfg.account_b, private_key(cfg, cfg.account_b), chain_id=cfg.chain_id)
+    budget = budget_from_config(cfg, store.r)
+    a = await VenueClient.open(cfg.base_url, cfg.account_a, private_key(cfg, cfg.account_a), chain_id=cfg.chain_id,
+                               budget=budget, process=CLI_PROCESS)
+    b = await VenueClient.open(cfg.base_url, cfg.account_b, private_key(cfg, cfg.account_b), chain_id=cfg.chain_id,
+                               budget=budget, process=CLI_PROCESS)
     ok = True
     try:
         for symbol in symbols:

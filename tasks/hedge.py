@@ -30,6 +30,7 @@ from tasks import metrics
 from tasks.store import BeginHedge, LegIf, Store, now_ms
 from venue import errors
 from venue.client import OrderView, SignedTx, VenueClient
+from venue.feed import VenueFeed, order_final
 
 log = logging.getLogger("tasks.hedge")
 
@@ -60,7 +61,7 @@ def market_symbol(cfg: Config, fill_msg: Any) -> str:
 
 
 async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: Any, attempt: int,
-                    hint_msg: Any = None) -> dict[str, Any]:
+                    hint_msg: Any = None, feed: VenueFeed | None = None) -> dict[str, Any]:
     try:
         fill = Fill.from_message(fill_msg)
         symbol = cfg.market_by_index(fill.market_index).symbol
@@ -76,10 +77,11 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
     if begun.rate_limited:
         _rate_limited(cfg, store, symbol, begun.rate_count, ctx)
     if begun.leg is not None:
-        sent.append(await _send_leg(cfg, store, client, spec, symbol, fill, begun.leg, signed_tx, ctx, "early"))
+        sent.append(await _send_leg(cfg, store, client, spec, symbol, fill, begun.leg, signed_tx, ctx, "early",
+                                    feed))
     elif ledger.pending:
         for leg in ledger.pending:
-            await _resolve_in_doubt(store, client, spec, symbol, leg, ctx)
+            await _resolve_in_doubt(store, client, spec, symbol, leg, ctx, feed)
         ledger = store.ledger(symbol)
 
     while True:
@@ -92,7 +94,7 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
             break
         if len(sent) >= MAX_LEGS_PER_TASK:
             raise PermanentHedgeError(f"still unhedged after {MAX_LEGS_PER_TASK} hedge orders; {ctx}")
-        sent.append(await _open_and_send_leg(cfg, store, client, spec, symbol, fill, split, ctx))
+        sent.append(await _open_and_send_leg(cfg, store, client, spec, symbol, fill, split, ctx, feed))
 
     if sent:
         ledger = store.ledger(symbol)
@@ -162,7 +164,7 @@ def _rate_limited(cfg: Config, store: Store, symbol: str, count: int, ctx: str) 
 
 
 async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
-                             fill: Fill, split, ctx: str) -> dict[str, Any]:
+                             fill: Fill, split, ctx: str, feed: VenueFeed | None) -> dict[str, Any]:
     # Rate limit and write-ahead in one atomic step: the leg is PENDING in Redis before the wire call.
     leg, count = store.open_leg_checked(symbol, _leg_record(cfg, spec, fill, split), fill.market_index,
                                         cfg.strategy.max_hedges_per_minute)
@@ -170,11 +172,12 @@ async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spe
         _rate_limited(cfg, store, symbol, count, ctx)
     signed_tx = await client.sign_market(spec, leg["client_order_index"], leg["is_ask"],
                                          spec.base_from_int(leg["base_int"]), leg["worst_price_int"])
-    return await _send_leg(cfg, store, client, spec, symbol, fill, leg, signed_tx, ctx, "after_read")
+    return await _send_leg(cfg, store, client, spec, symbol, fill, leg, signed_tx, ctx, "after_read", feed)
 
 
 async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
-                    fill: Fill, leg: dict[str, Any], signed_tx: SignedTx, ctx: str, signed_when: str) -> dict[str, Any]:
+                    fill: Fill, leg: dict[str, Any], signed_tx: SignedTx, ctx: str, signed_when: str,
+                    feed: VenueFeed | None = None) -> dict[str, Any]:
     """Send a leg already written ahead (PENDING) and signed; settle it on the venue's final word.
 
     signed_when: "early" (signed while the ledger was read back) or "after_read".
@@ -194,7 +197,8 @@ async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: Market
     if outcome.kind == errors.ACCEPTED:
         if sent_s is not None:
             metrics.FILL_TO_HEDGE_SENT.labels(symbol).observe(sent_s)
-        order = await client.wait_order_final(leg["client_order_index"], CONFIRM_TIMEOUT_S)
+        # B's order stream says when the order executed (the venue's taker delay); REST only as fallback.
+        order = await order_final(feed, client, leg["client_order_index"], CONFIRM_TIMEOUT_S)
         if order is None or not order.is_final:
             store.update_leg(symbol, leg)
             raise TransientHedgeError(f"hedge order {leg['client_order_index']} not confirmed within "
@@ -228,12 +232,12 @@ async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: Market
 
 
 async def _resolve_in_doubt(store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
-                            leg: dict[str, Any], ctx: str) -> None:
+                            leg: dict[str, Any], ctx: str, feed: VenueFeed | None = None) -> None:
     coi = leg["client_order_index"]
     grace_left_s = leg["sent_ms"] / 1000 + IN_DOUBT_GRACE_S - time.time()
-    order = await client.wait_order_final(coi, max(0.0, grace_left_s))
+    order = await order_final(feed, client, coi, max(0.0, grace_left_s))
     if order is not None and not order.is_final:
-        order = await client.wait_order_final(coi, CONFIRM_TIMEOUT_S)
+        order = await order_final(feed, client, coi, CONFIRM_TIMEOUT_S)
     if order is None:
         store.void_leg(symbol, leg)
         state, status, executed = "VOID", "not-found", 0

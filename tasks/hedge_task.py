@@ -1,6 +1,7 @@
 """The Celery task: routing, retry policy and bookkeeping around tasks.hedge.hedge_one."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from tasks.celery_app import app
 from tasks.hedge import RETRY_ON, PermanentHedgeError, hedge_one, market_symbol
 
 log = logging.getLogger("tasks.hedge_task")
+FEED_WARM_S = 5.0   # the warm-up waits this long for B's order stream (hedges fall back to REST meanwhile)
 _strategy = runtime.config().strategy
 
 
@@ -66,7 +68,8 @@ def hedge_fill(self: Task, fill: dict, hint: dict | None = None) -> dict:
 
 
 async def _run(fill: Any, attempt: int, hint: Any) -> dict:
-    return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt, hint)
+    return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt, hint,
+                           feed=await runtime.feed())
 
 
 @worker_ready.connect
@@ -82,8 +85,11 @@ def _warm_up(**_: Any) -> None:
         for market in runtime.config().markets.values():
             specs[market.symbol] = await client.market_spec(market.market_index)
         await client.resync_nonce()
+        await asyncio.wait_for((await runtime.feed()).connected.wait(), FEED_WARM_S)
     cfg = runtime.config()
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host, "worker")
+    if runtime.venue_client() is not None:
+        metrics.watch_budget(runtime.venue_client().budget, "worker")
     # Celery's own "Task ... received" / "succeeded in ...: <result>" INFO lines: the first is
     # written between a hedge's arrival and its signing, and both repeat what the hedge.* lines say
     # with the fill_id. Warnings and errors (failures, exceptions) still come through.

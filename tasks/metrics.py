@@ -3,13 +3,28 @@
 Each process exposes its own registry on its own port (metrics.maker_port / metrics.worker_port,
 0 = off). Flower's /metrics stays as it is. Latencies are measured from the moment the frame
 carrying the fill arrived at the maker (Fill.ts_seen_us), on the same clock on one host.
+
+The request budget A and B share (venue/budget.py), once a process calls `watch_budget`, read
+from Redis at each scrape, labelled with this process's name (maker, worker):
+
+- `lh_budget_used{process}`: what this process used of the rolling minute, in the limit's unit;
+- `lh_budget_window_used{process}`: what all processes used of it, as this process sees it;
+- `lh_budget_limit{process}`: the limit (+Inf when there is none: the simulator's instant tier);
+- `lh_venue_429_total{process}`: HTTP 429s this process got from the venue (kept in Redis);
+- `lh_budget_wait_seconds_total{process,priority}`: time this process waited for room (hedge,
+  quote, read).
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
+from typing import Any, Iterator
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import redis
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
 
 log = logging.getLogger("tasks.metrics")
 
@@ -39,6 +54,57 @@ ROUND_PHASE_SECONDS = Counter(
     "hedge_wait (waiting on hedge results), own (everything else: our code, Redis)", ["market", "phase"])
 
 _started: set[int] = set()
+_watched: set[tuple[int, str]] = set()
+
+
+class BudgetCollector(Collector):
+    """The request budget's metrics for one process, read from Redis at scrape time."""
+
+    def __init__(self, budget: Any, process: str):  # budget: venue.budget.RequestBudget
+        self.budget = budget
+        self.process = process
+
+    def describe(self) -> list:
+        return []   # no Redis call when registering
+
+    def collect(self) -> Iterator[Any]:
+        labels = [self.process]
+        used = GaugeMetricFamily("lh_budget_used", "This process's use of the rolling minute, in the limit's unit",
+                                 labels=["process"])
+        window = GaugeMetricFamily("lh_budget_window_used",
+                                   "All processes' use of the rolling minute, in the limit's unit",
+                                   labels=["process"])
+        limit = GaugeMetricFamily("lh_budget_limit", "The request limit per rolling minute (+Inf: none)",
+                                  labels=["process"])
+        refused = CounterMetricFamily("lh_venue_429", "HTTP 429s this process got from the venue",
+                                      labels=["process"])
+        waited = CounterMetricFamily("lh_budget_wait_seconds", "Time this process waited for room in the budget",
+                                     labels=["process", "priority"])
+        for priority, ms in self.budget.local.waited_ms.items():
+            waited.add_metric([self.process, priority.name.lower()], ms / 1000)
+        try:
+            usage = self.budget.usage()
+        except redis.RedisError as exc:
+            log.warning("event=metrics.budget_unavailable process=%s error=%r", self.process, exc)
+            yield waited
+            return
+        mine = usage.by_process.get(self.process)
+        mine_used = (mine.weight if usage.unit == "weight" else mine.requests) if mine else 0
+        used.add_metric(labels, mine_used)
+        window.add_metric(labels, usage.used)
+        limit.add_metric(labels, math.inf if usage.limit is None else usage.limit)
+        refused.add_metric(labels, mine.http_429 if mine else 0)
+        yield from (used, window, limit, refused, waited)
+
+
+def watch_budget(budget: Any, process: str, registry: CollectorRegistry = REGISTRY) -> None:
+    """Export the request budget (`venue.budget.RequestBudget`) on this process's metrics endpoint,
+    as `process`. Once per process and budget; call it next to serve()."""
+    key = (id(registry), process)
+    if key in _watched:
+        return
+    registry.register(BudgetCollector(budget, process))
+    _watched.add(key)
 
 
 def serve(port: int, host: str = "127.0.0.1", what: str = "") -> bool:

@@ -3,6 +3,11 @@
 Created lazily in the process that runs tasks (the solo pool's only process), never in a
 parent that forks: the Go signer hangs after fork(). Kept alive across tasks so a hedge
 pays no client creation, no new HTTP session and no nonce fetch.
+
+B's order stream (venue.feed, `account_all_orders/B`) lives on the same loop: a hedge learns its
+order's final state from it instead of polling REST. The loop runs while a task runs, so frames
+that arrive between tasks are read at the next one; if the venue closed the idle connection
+meanwhile, the feed reconnects and the hedge falls back to one REST lookup.
 """
 from __future__ import annotations
 
@@ -12,13 +17,17 @@ from typing import Awaitable, Callable, TypeVar
 from hedge.config import Config
 from ops.settings import load_config
 from tasks.store import Store
+from venue.budget import budget_from_config
 from venue.client import VenueClient
+from venue.feed import VenueFeed
 from venue.keys import private_key
 
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
 _client: VenueClient | None = None
+_feed: VenueFeed | None = None
+_feed_task: asyncio.Task | None = None
 _store: Store | None = None
 _config: Config | None = None
 
@@ -50,12 +59,33 @@ async def client() -> VenueClient:
     if _client is None:
         cfg = config()
         _client = await VenueClient.open(cfg.base_url, cfg.account_b, private_key(cfg, cfg.account_b),
-                                         chain_id=cfg.chain_id)
+                                         chain_id=cfg.chain_id, budget=budget_from_config(cfg, store().r),
+                                         process="worker")
     return _client
 
 
+def venue_client() -> VenueClient | None:
+    """B's client if it was created (the warm-up creates it)."""
+    return _client
+
+
+async def feed() -> VenueFeed:
+    """B's order stream, started on first use (the warm-up)."""
+    global _feed, _feed_task
+    if _feed is None:
+        cfg, venue = config(), await client()
+        _feed = VenueFeed(cfg.ws_url, cfg.account_b.account_index, venue.auth_token)
+    if _feed_task is None or _feed_task.done():
+        _feed_task = asyncio.get_running_loop().create_task(_feed.run(), name="feed-b")
+    return _feed
+
+
 def shutdown() -> None:
-    global _client
-    if _client is not None and _loop is not None and not _loop.is_closed():
-        _loop.run_until_complete(_client.close())
-    _client = None
+    global _client, _feed, _feed_task
+    if _loop is not None and not _loop.is_closed():
+        if _feed_task is not None:
+            _feed_task.cancel()
+            _loop.run_until_complete(asyncio.gather(_feed_task, return_exceptions=True))
+        if _client is not None:
+            _loop.run_until_complete(_client.close())
+    _client, _feed, _feed_task = None, None, None

@@ -2,6 +2,18 @@
 
 Create it inside the process and event loop that use it (the SDK's aiohttp session is bound
 to its loop and the Go signer must not cross a fork). Thin: decisions live in hedge/.
+
+Request budget (venue/budget.py, hedge/budget.py). Given one, every REST call this client makes
+first takes its place in the budget A and B share: B's hedge sendTx (`send_signed`) as HEDGE, A's
+orders and cancels (`place_limit`, `cancel`) as QUOTE, every read as READ, and a nonce read as the
+send it serves. A QUOTE that had to wait logs `event=maker.paced wait_ms=<n> endpoint=<e>`: the
+maker paces itself instead of being refused. An HTTP 429 (code 23000) means the venue's window
+disagrees with ours: the client tells the budget (`venue_refused`), waits its backoff and retries
+the same call - for a sendTx the same signed tx, whose nonce the refused request did not consume -
+until `refused_deadline_s` (60 s) has passed; then the caller gets what it always got (a RETRYABLE
+outcome for a send, the ApiException for a read). So a 429 is never a hedge failure by itself and
+never spends a Celery retry. Without a budget (unit tests) nothing is paced and a 429 is answered
+at once.
 """
 from __future__ import annotations
 
@@ -12,20 +24,24 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
 import lighter
 
+from hedge.budget import Priority
 from hedge.config import AccountConfig
 from hedge.money import MarketSpec
 from venue import errors
+from venue.budget import BudgetWaitTimeout, RequestBudget
 from venue.errors import SendOutcome
 
 log = logging.getLogger("venue.client")
 
 ACTIVE_STATUSES = {"in-progress", "pending", "open"}
 AUTH_TOKEN_TTL_S = 480  # the SDK's tokens live 10 minutes; renew well before
+REFUSED_DEADLINE_S = 60.0  # 429s are retried this long (Lighter's window is a minute) before the caller hears
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,8 +110,15 @@ def _transport_outcome(exc: BaseException) -> SendOutcome:
 
 
 class VenueClient:
-    def __init__(self, signer: lighter.SignerClient, account: AccountConfig, send_timeout_s: float):
+    def __init__(self, signer: lighter.SignerClient, account: AccountConfig, send_timeout_s: float,
+                 budget: RequestBudget | None = None, process: str | None = None,
+                 refused_deadline_s: float = REFUSED_DEADLINE_S):
+        """`budget`: the shared request budget (None = no pacing); `process`: this process's name
+        in it (maker, worker, cli; default the account's name)."""
         self.signer = signer
+        self.budget = budget
+        self.process = process or account.name
+        self.refused_deadline_s = refused_deadline_s
         self.account = account
         self.account_index = account.account_index
         self.api_key_index = account.api_key_index
@@ -110,11 +133,14 @@ class VenueClient:
 
     @classmethod
     async def open(cls, base_url: str, account: AccountConfig, private_key: str,
-                   chain_id: int | None = None, send_timeout_s: float = 10.0) -> "VenueClient":
+                   chain_id: int | None = None, send_timeout_s: float = 10.0, *,
+                   budget: RequestBudget | None = None, process: str | None = None,
+                   refused_deadline_s: float = REFUSED_DEADLINE_S) -> "VenueClient":
         signer = lighter.SignerClient(url=base_url, account_index=account.account_index,
                                       api_private_keys={account.api_key_index: private_key},
                                       chain_id=chain_id)
-        return cls(signer, account, send_timeout_s)
+        return cls(signer, account, send_timeout_s, budget=budget, process=process,
+                   refused_deadline_s=refused_deadline_s)
 
     async def close(self) -> None:
         if self._tx_session is not None:
@@ -132,14 +158,87 @@ class VenueClient:
                                                      trust_env=False)
         return self._tx_session
 
+    # ---- the request budget ---------------------------------------------------------------
+
+    async def _acquire(self, endpoint: str, priority: Priority, deadline: float | None = None,
+                       max_wait_ms: int | None = None, record_only: bool = False) -> None:
+        """Take a place in the shared budget (nothing without one). BudgetWaitTimeout when no place
+        comes before `deadline` (monotonic seconds) or within `max_wait_ms`. `record_only`: the
+        request already went out; count it if the window has room, never wait."""
+        if self.budget is None:
+            return
+        if record_only:
+            try:
+                await self.budget.acquire(endpoint, priority, self.process, 0)
+            except BudgetWaitTimeout:
+                log.warning("event=budget.full_after_send endpoint=%s priority=%s account=%s", endpoint,
+                            priority.name.lower(), self.account_index)
+            return
+        if deadline is not None:
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            max_wait_ms = left_ms if max_wait_ms is None else min(max_wait_ms, left_ms)
+        waited_ms = await self.budget.acquire(endpoint, priority, self.process, max_wait_ms)
+        if not waited_ms:
+            return
+        if priority is Priority.QUOTE:
+            log.info("event=maker.paced wait_ms=%d endpoint=%s account=%s", waited_ms, endpoint, self.account_index)
+        elif priority is Priority.HEDGE:  # the whole limit was in use: the hedge reserve is too small
+            log.warning("event=hedge.paced wait_ms=%d endpoint=%s account=%s", waited_ms, endpoint,
+                        self.account_index)
+        else:
+            log.debug("event=read.paced wait_ms=%d endpoint=%s account=%s process=%s", waited_ms, endpoint,
+                      self.account_index, self.process)
+
+    async def _refused(self, endpoint: str, deadline: float) -> bool:
+        """After a 429: tell the budget and wait out its backoff. False once `deadline` has passed."""
+        assert self.budget is not None
+        backoff_ms = self.budget.venue_refused(endpoint, self.process)
+        left_s = deadline - time.monotonic()
+        log.warning("event=venue.http_429 endpoint=%s account=%s process=%s backoff_ms=%d retrying=%s",
+                    endpoint, self.account_index, self.process, backoff_ms, str(left_s > 0).lower())
+        if left_s <= 0:
+            return False
+        await asyncio.sleep(min(backoff_ms / 1000, left_s))
+        return True
+
+    async def _call(self, endpoint: str, priority: Priority, call: Callable[[], Awaitable[T]],
+                    max_wait_ms: int | None = None) -> T:
+        """One REST call through the budget. `call` makes a fresh request each time it is called:
+        a 429 is retried the same way until `refused_deadline_s`, then raised as before."""
+        deadline: float | None = None
+        refusal: lighter.ApiException | None = None
+        while True:
+            try:
+                await self._acquire(endpoint, priority, deadline, max_wait_ms)
+            except BudgetWaitTimeout:
+                if refusal is not None:   # the deadline of the 429 retries: the caller gets the 429
+                    raise refusal from None
+                raise
+            try:
+                result = await call()
+            except lighter.ApiException as exc:
+                if exc.status != 429 or self.budget is None:
+                    raise
+                refusal = exc
+                deadline = deadline or time.monotonic() + self.refused_deadline_s
+                if not await self._refused(endpoint, deadline):
+                    raise
+                continue
+            if self.budget is not None:
+                self.budget.venue_ok()
+            return result
+
     # ---- metadata -------------------------------------------------------------------------
 
     async def market_spec(self, market_index: int) -> MarketSpec:
         spec = self._specs.get(market_index)
         if spec is None:
             try:
-                details = await self.order_api.order_book_details(market_id=market_index)
+                details = await self._call("orderBookDetails", Priority.READ,
+                                           lambda: self.order_api.order_book_details(market_id=market_index))
             except lighter.ApiException as exc:
+                if exc.status == 429:   # still refused after the retries: not an unknown market
+                    raise
                 raise LookupError(f"venue has no perp market with market_id {market_index} "
                                   f"(HTTP {exc.status}: {errors.body_message(exc)})") from None
             found = [d for d in (details.order_book_details or []) if int(d.market_id) == market_index]
@@ -157,12 +256,14 @@ class VenueClient:
 
     async def place_limit(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
                           price: Decimal, post_only: bool, reduce_only: bool = False) -> SendOutcome:
+        """A's resting order (QUOTE), signed and sent through the SDK like its create_order."""
         tif = (lighter.SignerClient.ORDER_TIME_IN_FORCE_POST_ONLY if post_only
                else lighter.SignerClient.ORDER_TIME_IN_FORCE_GOOD_TILL_TIME)
-        return await self._send(self.signer.create_order(
-            market_index=spec.market_index, client_order_index=client_order_index,
-            base_amount=spec.base_to_int(base), price=spec.price_to_int(price), is_ask=is_ask,
-            order_type=lighter.SignerClient.ORDER_TYPE_LIMIT, time_in_force=tif, reduce_only=reduce_only))
+        base_int, price_int = spec.base_to_int(base), spec.price_to_int(price)
+        return await self._send_quote(client_order_index, lambda nonce: self.signer.sign_create_order(
+            spec.market_index, client_order_index, base_int, price_int, int(is_ask),
+            lighter.SignerClient.ORDER_TYPE_LIMIT, tif, reduce_only, lighter.SignerClient.NIL_TRIGGER_PRICE,
+            lighter.SignerClient.DEFAULT_28_DAY_ORDER_EXPIRY, nonce=nonce, api_key_index=self.api_key_index))
 
     async def place_market(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
                            worst_price_int: int, reduce_only: bool = False) -> SendOutcome:
@@ -177,7 +278,7 @@ class VenueClient:
         Self-trade prevention across the master account: never trade against our own resting
         maker order; the resting order expires instead.
         """
-        _, nonce = await self.signer.nonce_manager.async_next_nonce(self.api_key_index)
+        nonce = await self._next_nonce(Priority.HEDGE)   # no I/O once the key's nonce is known
         tx_type, tx_info, _tx_hash, err = self.signer.sign_create_order(
             spec.market_index, client_order_index, spec.base_to_int(base), worst_price_int, int(is_ask),
             lighter.SignerClient.ORDER_TYPE_MARKET, lighter.SignerClient.ORDER_TIME_IN_FORCE_IMMEDIATE_OR_CANCEL,
@@ -193,16 +294,63 @@ class VenueClient:
             self.signer.nonce_manager.acknowledge_failure(self.api_key_index)
 
     async def send_signed(self, signed: "SignedTx") -> SendOutcome:
-        """POST a signed tx to sendTx on the SDK's kept-alive session.
+        """POST a signed market order (B's hedge, or a close) to sendTx on the SDK's kept-alive
+        session, as HEDGE in the budget.
 
         The same request the SDK's send_tx makes (form fields tx_type and tx_info), without its
         generated client's per-call validation and serialisation: about 0.8 ms less between the
-        signature and the wire on this machine. Nonce rules as the SDK's: a definite reject gives
-        the nonce back; anything else not accepted resyncs it from the venue.
+        signature and the wire on this machine. With room in the window the hedge goes out first
+        and is counted right after (no Redis round trip before the wire); otherwise it waits its
+        turn. Nonce rules: see `_deliver`.
+        """
+        return await self._deliver(signed, Priority.HEDGE, self._post_raw)
+
+    async def _deliver(self, signed: "SignedTx", priority: Priority,
+                       post: Callable[["SignedTx"], Awaitable[SendOutcome]]) -> SendOutcome:
+        """Send a signed tx through the budget and settle its nonce on the venue's answer.
+
+        A 429 re-sends the same signed tx after the budget's backoff, until `refused_deadline_s`:
+        the refused request consumed no nonce, so meanwhile the nonce is neither resynced nor given
+        back. Afterwards: accepted keeps the nonce; a definite reject or a 429 gives it back (the
+        venue took nothing); anything else (in doubt, invalid nonce, ...) resyncs it from the venue.
         """
         if signed.error is not None:
             self.discard(signed)
             return errors.classify_sdk_error(str(signed.error))
+        deadline: float | None = None
+        outcome: SendOutcome | None = None
+        while True:
+            if deadline is None and priority is Priority.HEDGE and self.budget is not None \
+                    and self.budget.hedge_has_room("sendTx"):
+                # A hedge's first try goes out at once and takes its place in the window right after:
+                # the Redis round trip stays off the fill -> sendTx path. If the window was in fact
+                # full, the venue's 429 sends us down the paced path below.
+                outcome = await post(signed)
+                await self._acquire("sendTx", priority, max_wait_ms=0, record_only=True)
+            else:
+                try:
+                    await self._acquire("sendTx", priority, deadline)
+                except BudgetWaitTimeout:   # only while retrying a 429: `outcome` is that 429
+                    break
+                outcome = await post(signed)
+            if outcome.code != errors.TOO_MANY_REQUESTS or self.budget is None:
+                break
+            deadline = deadline or time.monotonic() + self.refused_deadline_s
+            if not await self._refused("sendTx", deadline):
+                break
+        assert outcome is not None
+        if outcome.accepted:
+            if self.budget is not None:
+                self.budget.venue_ok()
+            return outcome
+        if outcome.kind == errors.REJECTED or outcome.code == errors.TOO_MANY_REQUESTS:
+            self.discard(signed)
+        else:
+            await self.resync_nonce(priority)
+        return outcome
+
+    async def _post_raw(self, signed: "SignedTx") -> SendOutcome:
+        """sendTx on the kept-alive session (send_signed's hot path)."""
         session = self._sendtx_session()
         rest = self.signer.api_client.rest_client
         try:
@@ -211,46 +359,67 @@ class VenueClient:
                         self._send_tx_url, data={"tx_type": str(signed.tx_type), "tx_info": signed.tx_info},
                         headers={"Accept": "application/json"}, proxy=self._tx_proxy,
                         proxy_headers=rest.proxy_headers) as resp:
-                    outcome = errors.classify_response(resp.status, await resp.text())
+                    return errors.classify_response(resp.status, await resp.text())
         except _TRANSPORT_ERRORS as exc:
-            outcome = _transport_outcome(exc)
-        if outcome.accepted:
-            return outcome
-        if outcome.kind == errors.REJECTED:
-            self.discard(signed)
-        else:
-            await self.resync_nonce()
-        return outcome
+            return _transport_outcome(exc)
 
     async def cancel(self, market_index: int, order_index: int) -> SendOutcome:
-        return await self._send(self.signer.cancel_order(market_index=market_index, order_index=order_index))
+        """Cancel one of A's orders (QUOTE), signed and sent through the SDK like its cancel_order."""
+        return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_order(
+            market_index, order_index, nonce=nonce, api_key_index=self.api_key_index))
 
-    async def _send(self, call) -> SendOutcome:
+    async def _send_quote(self, client_order_index: int,
+                          sign: Callable[[int], tuple[Any, Any, Any, Any]]) -> SendOutcome:
+        """A's order or cancel: the SDK signs it with the key's next nonce and its send_tx sends it,
+        as QUOTE, under the SDK's per-key lock (the maker's market loops share A's key, so the txs
+        reach the venue in nonce order, and a 429's re-send keeps its place)."""
+        async with self.signer.nonce_manager.lock(self.api_key_index):
+            try:
+                nonce = await self._next_nonce(Priority.QUOTE)
+            except (lighter.ApiException, *_TRANSPORT_ERRORS) as exc:  # nothing was signed or sent
+                return SendOutcome(errors.RETRYABLE, None, f"cannot read the next nonce: {type(exc).__name__}: "
+                                                           f"{errors.body_message(exc)}")
+            tx_type, tx_info, _tx_hash, err = sign(nonce)
+            return await self._deliver(SignedTx(client_order_index, tx_type, tx_info, err), Priority.QUOTE,
+                                       self._post_sdk)
+
+    async def _post_sdk(self, signed: "SignedTx") -> SendOutcome:
+        """sendTx through the SDK's generated client (A's orders and cancels)."""
         try:
-            _tx, resp, err = await asyncio.wait_for(call, timeout=self.send_timeout_s)
+            async with asyncio.timeout(self.send_timeout_s):
+                resp = await self.signer.send_tx(tx_type=signed.tx_type, tx_info=signed.tx_info)
         except lighter.ApiException as exc:
-            outcome = errors.classify_http_status(exc.status, str(exc.body or exc.reason or ""))
+            return errors.classify_response(exc.status or 0, str(exc.body or exc.reason or ""))
         except _TRANSPORT_ERRORS as exc:
-            outcome = _transport_outcome(exc)
-        else:
-            if err is not None:
-                return errors.classify_sdk_error(str(err))
-            outcome = errors.classify_code(int(resp.code), str(resp.message or ""))
-            if outcome.accepted:
-                return SendOutcome(errors.ACCEPTED, 200, str(resp.message or ""), str(resp.tx_hash))
-            return outcome
-        if outcome.kind in (errors.IN_DOUBT, errors.RETRYABLE):
-            # The SDK does not roll its nonce back on these: resync so the next tx is not refused.
-            await self.resync_nonce()
+            return _transport_outcome(exc)
+        outcome = errors.classify_code(int(resp.code), str(resp.message or ""))
+        if outcome.accepted:
+            return SendOutcome(errors.ACCEPTED, 200, str(resp.message or ""), str(resp.tx_hash))
         return outcome
 
-    async def resync_nonce(self) -> None:
+    async def _next_nonce(self, priority: Priority) -> int:
+        """The key's next nonce. Only the first use reads nextNonce from the venue (through the
+        budget, as `priority`); after that it is local, so signing adds no round trip."""
+        manager = self.signer.nonce_manager
+        if self.api_key_index not in manager.nonce:
+            await self._call("nextNonce", priority, lambda: asyncio.wait_for(
+                manager.async_hard_refresh_nonce(self.api_key_index), self.send_timeout_s))
+        _, nonce = await manager.async_next_nonce(self.api_key_index)
+        return nonce
+
+    async def resync_nonce(self, priority: Priority = Priority.READ) -> None:
+        """Read the key's next nonce from the venue again (after a send in doubt or refused for its nonce)."""
         try:
-            await self.signer.nonce_manager.async_hard_refresh_nonce(self.api_key_index)
+            await self._call("nextNonce", priority,
+                             lambda: self.signer.nonce_manager.async_hard_refresh_nonce(self.api_key_index))
         except Exception as exc:  # the next send resyncs again on "invalid nonce"
             log.warning("event=nonce.resync_failed account=%s error=%r", self.account_index, exc)
 
     # ---- reading --------------------------------------------------------------------------
+
+    def auth_token(self) -> str:
+        """A's or B's auth token for private REST reads and WebSocket channels (renewed before expiry)."""
+        return self._auth()
 
     def _auth(self) -> str:
         now = time.monotonic()
@@ -261,10 +430,12 @@ class VenueClient:
             self._token = (token, now)
         return self._token[0]
 
-    async def order_by_client_index(self, client_order_index: int) -> OrderView | None:
-        orders = await self.order_api.account_orders(
+    async def order_by_client_index(self, client_order_index: int, max_wait_ms: int | None = None) -> OrderView | None:
+        """The newest order with this client_order_index, or None if the venue knows none.
+        `max_wait_ms` bounds the wait for the budget (BudgetWaitTimeout past it)."""
+        orders = await self._call("accountOrders", Priority.READ, lambda: self.order_api.account_orders(
             authorization=self._auth(), client_order_indexes=str(client_order_index),
-            account_index=self.account_index)
+            account_index=self.account_index), max_wait_ms)
         matching = [OrderView.from_model(o) for o in (orders.orders or [])
                     if int(o.client_order_index) == client_order_index]
         return max(matching, key=lambda o: o.order_index) if matching else None
@@ -272,27 +443,32 @@ class VenueClient:
     async def wait_order_final(self, client_order_index: int, timeout_s: float) -> OrderView | None:
         """A sent order's final state (a market order settles after the venue's taker delay).
 
-        Bounded: returns the last state seen (maybe still active) or None if never found.
+        Bounded: returns the last state seen (maybe still active) or None if never found. The first
+        read waits for the budget as long as it takes (None must mean "the venue knows no such
+        order", never "not asked"); later reads only while the timeout lasts.
         """
         deadline = time.monotonic() + timeout_s
         delay_s = 0.005
-        order = None
-        while True:
-            order = await self.order_by_client_index(client_order_index)
-            if (order is not None and order.is_final) or time.monotonic() >= deadline:
-                return order
+        order = await self.order_by_client_index(client_order_index)
+        while not (order is not None and order.is_final) and time.monotonic() < deadline:
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 0.2)
+            try:
+                order = await self.order_by_client_index(
+                    client_order_index, max_wait_ms=max(0, int((deadline - time.monotonic()) * 1000)))
+            except BudgetWaitTimeout:
+                break
+        return order
 
     async def active_orders(self, market_index: int) -> list[OrderView]:
-        orders = await self.order_api.account_active_orders(
-            account_index=self.account_index, market_id=market_index, authorization=self._auth())
+        orders = await self._call("accountActiveOrders", Priority.READ, lambda: self.order_api.account_active_orders(
+            account_index=self.account_index, market_id=market_index, authorization=self._auth()))
         return [OrderView.from_model(o) for o in (orders.orders or [])]
 
     async def inactive_orders(self, market_index: int, limit: int = 100) -> list[OrderView]:
         """Filled and cancelled orders, newest first."""
-        orders = await self.order_api.account_inactive_orders(
-            account_index=self.account_index, limit=limit, market_id=market_index, authorization=self._auth())
+        orders = await self._call("accountInactiveOrders", Priority.READ, lambda: self.order_api.account_inactive_orders(
+            account_index=self.account_index, limit=limit, market_id=market_index, authorization=self._auth()))
         return [OrderView.from_model(o) for o in (orders.orders or [])]
 
     async def position(self, market_index: int) -> Decimal:
@@ -301,21 +477,25 @@ class VenueClient:
 
     async def positions(self, account_index: int | None = None) -> dict[int, Decimal]:
         """Signed positions by market of this account, or of another (account data is public)."""
-        return await read_positions(self.account_api, self.account_index if account_index is None else account_index)
+        index = self.account_index if account_index is None else account_index
+        return await self._call("account", Priority.READ, lambda: read_positions(self.account_api, index))
 
     async def trades(self, market_index: int | None, limit: int = 100) -> list[dict[str, Any]]:
         """This account's most recent trades, oldest first, as plain dicts (the stream's shape)."""
-        kwargs: dict[str, Any] = {"sort_by": "trade_id", "sort_dir": "desc", "limit": limit,
-                                  "account_index": self.account_index, "authorization": self._auth()}
-        if market_index is not None:
-            kwargs["market_id"] = market_index
-        resp = await self.order_api.trades(**kwargs)
+        def call():
+            kwargs: dict[str, Any] = {"sort_by": "trade_id", "sort_dir": "desc", "limit": limit,
+                                      "account_index": self.account_index, "authorization": self._auth()}
+            if market_index is not None:
+                kwargs["market_id"] = market_index
+            return self.order_api.trades(**kwargs)
+        resp = await self._call("trades", Priority.READ, call)
         rows = [t.to_dict() for t in (resp.trades or [])]
         return sorted(rows, key=lambda t: int(t["trade_id"]))
 
     async def book_prices(self, market_index: int, limit: int = 50) -> tuple[list[Decimal], list[Decimal]]:
         """Distinct bid prices (best first, descending) and ask prices (best first, ascending)."""
-        book = await self.order_api.order_book_orders(market_id=market_index, limit=limit)
+        book = await self._call("orderBookOrders", Priority.READ,
+                                lambda: self.order_api.order_book_orders(market_id=market_index, limit=limit))
         bids = sorted({Decimal(o.price) for o in (book.bids or [])}, reverse=True)
         asks = sorted({Decimal(o.price) for o in (book.asks or [])})
         return bids, asks
@@ -333,12 +513,19 @@ async def read_positions(account_api: lighter.AccountApi, account_index: int) ->
     return result
 
 
-async def public_positions(base_url: str, account_indexes: list[int]) -> dict[int, dict[int, Decimal]]:
-    """Positions of several accounts without any key (for status and the demo summary)."""
+async def public_positions(base_url: str, account_indexes: list[int], budget: RequestBudget | None = None,
+                           process: str = "cli") -> dict[int, dict[int, Decimal]]:
+    """Positions of several accounts without any key (for the demo summary), each read counted
+    in `budget` as READ when one is given."""
     api_client = lighter.ApiClient(configuration=lighter.Configuration(host=base_url))
     try:
         api = lighter.AccountApi(api_client)
-        return {index: await read_positions(api, index) for index in account_indexes}
+        positions = {}
+        for index in account_indexes:
+            if budget is not None:
+                await budget.acquire("account", Priority.READ, process)
+            positions[index] = await read_positions(api, index)
+        return positions
     finally:
         await api_client.close()
 

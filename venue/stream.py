@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import time
+from decimal import Decimal
 from typing import Any, Awaitable, Callable, Iterable
 
 import websockets
@@ -47,7 +48,8 @@ class AccountStream:
                  on_reconnect: Callable[[], Awaitable[None]] | None = None,
                  backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0, seed: int | None = None,
                  backfill_interval_s: float | None = 5.0, on_fills: OnFills | None = None,
-                 on_connect: Callable[[int], None] | None = None):
+                 on_connect: Callable[[int], None] | None = None,
+                 on_positions: Callable[[dict[int, Decimal]], None] | None = None):
         self.ws_url = ws_url
         self.account_index = account_index
         self.on_fill = on_fill
@@ -55,6 +57,9 @@ class AccountStream:
         # batch its work (one Redis pipeline for a burst). Without it, on_fill gets them one by one.
         self.on_fills = on_fills
         self.on_connect = on_connect  # called with the connect count (metrics)
+        # Signed positions by market from the snapshot and the position frames: the maker reads
+        # A's position here instead of asking REST every round.
+        self.on_positions = on_positions
         self.backfill = backfill
         self.markets = set(markets) if markets is not None else None
         # Trades at or below the cutoff happened before we started hedging this account.
@@ -144,15 +149,24 @@ class AccountStream:
                 elif kind == "ping":
                     await ws.send('{"type":"pong"}')
                 elif kind == "subscribed/account_all":
+                    self._positions(msg)
                     await self._on_snapshot(msg, first, rest_cutoff)
                     snapshot_done = True
                     self.connected.set()
                     if not first and self.on_reconnect is not None:
                         await self.on_reconnect()
                 elif kind == "update/account_all" and snapshot_done:
+                    self._positions(msg)
                     trades = _trades_of(msg)
                     if trades:  # Lighter sends positions in their own update frames: nothing to emit
                         await self._emit(trades, recv_us)
+
+    def _positions(self, msg: dict[str, Any]) -> None:
+        if self.on_positions is None or not msg.get("positions"):
+            return
+        positions = _positions_of(msg)
+        if positions:
+            self.on_positions(positions)
 
     async def _on_snapshot(self, msg: dict[str, Any], first: bool, rest_cutoff: int | None) -> None:
         snapshot = _trades_of(msg)
@@ -243,6 +257,21 @@ def _venue_error(msg: dict[str, Any]) -> tuple[Any, Any] | None:
     if msg.get("type") == "error":
         return msg.get("code"), msg.get("message")
     return None
+
+
+def _positions_of(msg: dict[str, Any]) -> dict[int, Decimal]:
+    """{market: signed position} of a frame's `positions` (Lighter: sign 1/-1 and an unsigned size)."""
+    out: dict[int, Decimal] = {}
+    positions = msg.get("positions")
+    if not isinstance(positions, dict):
+        return out
+    for key, pos in positions.items():
+        try:
+            size = Decimal(str(pos["position"]))
+            out[int(pos.get("market_id", key))] = -size if int(pos.get("sign", 1)) < 0 else size
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            log.error("event=stream.bad_position position=%r", str(pos)[:200])
+    return out
 
 
 def _trades_of(msg: dict[str, Any]) -> list[dict[str, Any]]:

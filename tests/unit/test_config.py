@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hedge.budget import rate_limit_for_tier
 from hedge.config import ConfigError, parse_config
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
@@ -97,6 +98,23 @@ DELETE = object()
     ("lighter.maker_order_time_out", 8, "lighter.maker_order_time_out"),
     ("strategy.retry_times", 3, "strategy.retry_times"),
     ("strategy.poll_interval", 1, "strategy.poll_interval"),
+    ("lighter.tier", "gold", "lighter.tier: expected one of standard, premium, plus, builder, unlimited"),
+    ("lighter.tier", 60, "lighter.tier"),
+    ("lighter.rate_limit", 60, "lighter.rate_limit: expected a mapping like {per_minute: 60"),
+    ("lighter.rate_limit", {"weighted": False}, "lighter.rate_limit.per_minute: missing"),
+    ("lighter.rate_limit", {"per_minute": "60"}, "lighter.rate_limit.per_minute: expected an integer"),
+    ("lighter.rate_limit", {"per_minute": 1}, "lighter.rate_limit.per_minute: expected an integer >= 2"),
+    ("lighter.rate_limit", {"per_minute": 600, "weighted": True},
+     "lighter.rate_limit.per_minute: expected an integer >= 606"),
+    ("lighter.rate_limit", {"per_minute": 60, "weighted": "yes"}, "lighter.rate_limit.weighted: expected true"),
+    ("lighter.rate_limit", {"per_minute": 60, "burst": 5}, "lighter.rate_limit.burst: unknown key"),
+    ("lighter.rate_limit", {"per_minute": 60, "window_ms": 10}, "lighter.rate_limit.window_ms: expected an integer >= 100"),
+    ("lighter.hedge_reserve", "15", "lighter.hedge_reserve: expected an integer in the limit's unit"),
+    ("lighter.hedge_reserve", True, "lighter.hedge_reserve: expected an integer"),
+    ("lighter.hedge_reserve", 0, "lighter.hedge_reserve: expected 1..59 (requests of standard's 60"),
+    ("lighter.hedge_reserve", 60, "lighter.hedge_reserve: expected 1..59"),
+    ("sim.tier", "gold", "sim.tier: expected one of instant, premium, standard"),
+    ("sim.accounts", [{"index": 281001, "tier": "gold"}], "sim.accounts[281001].tier: expected one of"),
 ])
 def test_bad_field_is_named(path, value, named):
     raw = _with(path, None, delete=True) if value is DELETE else _with(path, value)
@@ -140,3 +158,44 @@ def test_rediss_url_must_say_how_to_check_the_certificate():
         parse_config(raw)
     raw["redis"] = {"url": "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required"}
     assert parse_config(raw).redis_url.endswith("ssl_cert_reqs=required")
+
+
+# ---- the request budget (hedge/budget.py) ------------------------------------------------------
+
+def test_budget_defaults_standard_live_and_the_simulators_tier_in_paper():
+    assert parse_config(good()).rate_limit == rate_limit_for_tier("standard")   # the sim's default tier
+    live = _with("lighter.base_url", "https://mainnet.zklighter.elliot.ai")
+    live["mode"] = "live"
+    live["lighter"]["ws_url"] = "wss://mainnet.zklighter.elliot.ai/stream"
+    assert parse_config(live).rate_limit == rate_limit_for_tier("standard")
+    assert parse_config(_with("sim.tier", "instant")).rate_limit.limit is None
+    assert parse_config(_with("sim.tier", "premium")).rate_limit == rate_limit_for_tier("premium")
+    assert parse_config(_with("sim", {"tier": "premium", "rate_limits": False})).rate_limit.tier == "unlimited"
+    per_account = _with("sim.accounts", [{"index": 281001, "master": 1, "tier": "premium"},
+                                         {"index": 281002, "master": 1, "tier": "premium"}])
+    assert parse_config(per_account).rate_limit.tier == "premium"
+    # The shipped config.yaml runs the simulator on Lighter's Standard tier: the budget follows it.
+    assert parse_config(yaml.safe_load(REPO_CONFIG.read_text())).rate_limit.tier == "standard"   # sim.tier
+
+
+def test_budget_tier_explicit_figures_and_reserve():
+    cfg = parse_config(_with("lighter.tier", "premium"))
+    assert (cfg.rate_limit.limit, cfg.rate_limit.weighted, cfg.rate_limit.hedge_reserve) == (24_000, True, 6_000)
+    assert parse_config(_with("lighter.hedge_reserve", 20)).rate_limit.hedge_reserve == 20
+    custom = parse_config(_with("lighter.rate_limit", {"per_minute": 8, "window_ms": 2000})).rate_limit
+    assert (custom.tier, custom.limit, custom.weighted, custom.hedge_reserve, custom.window_ms) == \
+        ("custom", 8, False, 2, 2000)
+    raw = _with("lighter.tier", "plus")
+    raw["lighter"]["rate_limit"] = {"per_minute": 60}
+    with pytest.raises(ConfigError, match="lighter.rate_limit: give lighter.tier or lighter.rate_limit, not both"):
+        parse_config(raw)
+
+
+def test_unlimited_budget_only_in_paper_mode():
+    assert parse_config(_with("lighter.tier", "unlimited")).rate_limit.limit is None
+    live = _with("lighter.tier", "unlimited")
+    live["mode"] = "live"
+    live["lighter"].update(base_url="https://mainnet.zklighter.elliot.ai", ws_url="wss://mainnet.zklighter.elliot.ai/stream")
+    with pytest.raises(ConfigError, match=r"lighter.tier: expected one of standard, premium, plus, builder "
+                                          r"\(unlimited only in paper mode\)"):
+        parse_config(live)

@@ -20,7 +20,7 @@ Admin API (JSON): GET/POST /admin/faults, POST /admin/ws/drop, POST /admin/ws/pa
 {"paused": bool}, POST /admin/market {"random_walk", "taker_flow", "market_id", "mid", "active"},
 POST /admin/fill {"account_index", "market_id", "client_order_index"|"order_index", "sizes"[, "one_frame"][, "delay_ms"]},
 GET /admin/orders_log[?account_index=] (each entry: ts_ms, and ts_us = when the request arrived),
-GET /admin/state, GET /admin/trades[?account_index=],
+GET /admin/state, GET /admin/trades[?account_index=], GET /admin/orders?account_index=[&market_id=] (active orders),
 POST /admin/register_key {"account_index", "api_key_index", "public_key"[, "master", "collateral"]},
 GET /admin/stats (requests / weight / 429s per account or IP and endpoint, each bucket's rolling
 minute, txs taken / executed / failed / late / expired), GET /admin/tier,

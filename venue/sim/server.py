@@ -134,7 +134,7 @@ class SimServer:
             (post, "/admin/market", self.admin_market), (post, "/admin/fill", self.admin_fill),
             (get, "/admin/orders_log", self.admin_orders_log), (get, "/admin/state", self.admin_state),
             (get, "/admin/trades", self.admin_trades), (post, "/admin/register_key", self.admin_register_key),
-            (get, "/admin/stats", self.admin_stats), (get, "/admin/tier", self.admin_get_tier),
+            (get, "/admin/stats", self.admin_stats), (get, "/admin/orders", self.admin_orders), (get, "/admin/tier", self.admin_get_tier),
             (post, "/admin/tier", self.admin_set_tier),
         ]
         for method, path, handler in routes:
@@ -712,6 +712,14 @@ class SimServer:
             "txs_total": {k: total.get(k, 0) for k in ("taken", "executed", "failed", "late", "expired")},
             "txs_pending": sum(1 for t in self.engine.txs.values() if t.status is TxStatus.PENDING),
         })
+
+    async def admin_orders(self, request: web.Request) -> web.Response:
+        """An account's active orders as accountActiveOrders shows them, for drivers and tests
+        (outside every request limit, unlike the API)."""
+        account = _q_int(request, "account_index", lo=0)
+        market_id = self._market_param(request, required=False)
+        return _json({"orders": [order_json(self.engine, o)
+                                 for o in self.engine.active_orders(account, market_id)]})
 
     async def admin_get_tier(self, _request: web.Request) -> web.Response:
         return _json({"tiers": {str(i): a.tier for i, a in sorted(self.engine.accounts.items())
