@@ -58,3 +58,20 @@ def keys_file(tmp_path_factory) -> str:
         "markets": {"ETH": {"quantity": "0.05"}}, "strategy": {}})
     ensure_paper_keys(cfg)
     return str(path)
+
+
+@pytest.fixture
+def r(redis_url) -> redis.Redis:
+    """A client of the run's Redis db; test budgets (new_budget) are deleted afterwards."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    for key in client.scan_iter(match="lh:test-budget:*", count=500):
+        client.delete(key)
+
+
+def new_budget(r: redis.Redis, limit, **kw):
+    """A request budget (venue.budget) of its own in the run's db, for one test."""
+    import uuid
+
+    from venue.budget import RequestBudget
+    return RequestBudget(r, f"lh:test-budget:{uuid.uuid4().hex[:12]}", limit, **kw)

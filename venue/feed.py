@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 from websockets.asyncio.client import connect
 
 from venue.client import OrderView
+from venue.reconnect import reconnecting
 
 log = logging.getLogger("venue.feed")
 
@@ -128,20 +129,10 @@ class VenueFeed:
 
     async def run(self) -> None:
         """Forever (until cancelled): connect, subscribe, follow; reconnect with backoff."""
-        failures = 0
-        while True:
-            try:
-                await self._session()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any drop or refusal: log it, back off, reconnect
-                failures += 1
-                log.warning("event=feed.disconnected account=%s error=%s failures=%d", self.account_index,
-                            f"{type(exc).__name__}: {exc}"[:300], failures)
-            await self._set_disconnected()
-            await asyncio.sleep(self._rng.uniform(0, min(self.backoff_cap_s,
-                                                         self.backoff_base_s * 2 ** min(failures, 10))))
+        await reconnecting(self._session, log=log, event="feed.disconnected", account=self.account_index,
+                           rng=self._rng, backoff_base_s=self.backoff_base_s, backoff_cap_s=self.backoff_cap_s,
+                           describe=lambda exc: f"{type(exc).__name__}: {exc}"[:300],
+                           on_drop=self._set_disconnected)
 
     async def _set_disconnected(self) -> None:
         self.connected.clear()

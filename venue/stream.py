@@ -28,6 +28,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from hedge.fill import Fill, InvalidFill, fill_from_trade
+from venue.reconnect import reconnecting
 
 log = logging.getLogger("venue.stream")
 
@@ -78,21 +79,13 @@ class AccountStream:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        """Listen forever (until cancelled), reconnecting with exponential backoff and full jitter."""
-        failures = 0
-        while True:
-            try:
-                await self._session()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any drop: reconnect, then backfill covers the gap
-                failures += 1
-                log.warning("event=stream.disconnected account=%s error=%s failures=%d",
-                            self.account_index, _describe(exc), failures)
+        """Listen forever (until cancelled), reconnecting with exponential backoff and full jitter;
+        after a reconnect the backfill covers the gap."""
+        async def dropped() -> None:
             self.connected.clear()
-            delay_s = self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(failures, 10)))
-            await asyncio.sleep(delay_s)
+        await reconnecting(self._session, log=log, event="stream.disconnected", account=self.account_index,
+                           rng=self._rng, backoff_base_s=self.backoff_base_s, backoff_cap_s=self.backoff_cap_s,
+                           describe=_describe, on_drop=dropped)
 
     async def backfill_now(self) -> None:
         """Ask REST for A's recent trades now and emit any not seen (e.g. an order's fills are short)."""

@@ -24,23 +24,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from hedge.budget import (Admit, Backoff, Priority, RateLimit, Request, WindowEntry, after_refusal, decide,
                           endpoint_weight, summarize)
 from tasks.metrics import watch_budget
+from tests.conftest import new_budget
 from venue.budget import BudgetWaitTimeout, RequestBudget, budget_from_config, budget_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 H, Q, R = Priority.HEDGE, Priority.QUOTE, Priority.READ
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def r(redis_url) -> redis.Redis:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    for key in client.scan_iter(match="lh:test-budget:*", count=500):
-        client.delete(key)
-
-
-def new_budget(r: redis.Redis, limit: RateLimit, **kw) -> RequestBudget:
-    return RequestBudget(r, f"lh:test-budget:{uuid.uuid4().hex[:12]}", limit, **kw)
 
 
 # ---- the script decides as hedge.budget.decide does ------------------------------------------------

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import Counter
 from decimal import Decimal
 
 import lighter
 import pytest
-import redis
 
 from hedge.budget import Priority, RateLimit, rate_limit_for_tier
+from tests.conftest import new_budget
 from venue import errors
-from venue.budget import RequestBudget
 from venue.client import VenueClient
 from venue.sim.harness import start_sim, wait_until
 
@@ -28,18 +26,6 @@ from .conftest import A, ACCOUNT_A, ACCOUNT_B, ETH, SIM_CONFIG, admin, best_pric
 
 pytestmark = pytest.mark.timeout(120)
 H, Q, R = Priority.HEDGE, Priority.QUOTE, Priority.READ
-
-
-@pytest.fixture
-def r(redis_url) -> redis.Redis:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    for key in client.scan_iter(match="lh:test-budget:*", count=500):
-        client.delete(key)
-
-
-def new_budget(r: redis.Redis, limit: RateLimit, **kw) -> RequestBudget:
-    return RequestBudget(r, f"lh:test-budget:{uuid.uuid4().hex[:12]}", limit, **kw)
 
 
 async def client_for(sim, private_keys, budget, account=ACCOUNT_A, **kw) -> VenueClient:
