@@ -24,6 +24,12 @@ RENAMED = {
 }
 
 
+# lighter-go MinOrderExpiryPeriod is 5 minutes, judged again when the order executes (after the
+# speed bump) on the venue's clock: 30 s of slack keeps an expiry at the minimum from being refused (21711).
+MIN_ORDER_EXPIRY_S = 330
+MIN_DEAD_MAN_S = 30        # a re-arm every 15 s at most: 4 of the 60 requests a minute on Standard
+
+
 class ConfigError(ValueError):
     """A config problem, always naming the field and the expected form."""
 
@@ -56,6 +62,10 @@ class StrategyConfig:
     hedge_wait_timeout_s: float
     max_hedges_per_minute: int
     reconcile_interval_s: float
+    # A's limit orders expire this long after they are signed (Lighter: at least 5 minutes).
+    order_expiry_s: float = 600.0
+    # The dead-man's switch: the venue cancels all of A's orders this long after the last re-arm.
+    dead_man_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -268,7 +278,19 @@ def _strategy(sec: Mapping[str, Any]) -> StrategyConfig:
         hedge_wait_timeout_s=_seconds(sec, "strategy.hedge_wait_timeout_s", 120),
         max_hedges_per_minute=_int(sec, "strategy.max_hedges_per_minute", default=600, minimum=1),
         reconcile_interval_s=_seconds(sec, "strategy.reconcile_interval_s", 30),
+        order_expiry_s=_seconds_at_least(sec, "strategy.order_expiry_s", 600, MIN_ORDER_EXPIRY_S,
+                                         "Lighter's MinOrderExpiryPeriod of 5 minutes plus 30 s "
+                                         "for the speed bump and clock skew"),
+        dead_man_s=_seconds_at_least(sec, "strategy.dead_man_s", 120, MIN_DEAD_MAN_S,
+                                     "the dead-man's switch is re-armed every half of it"),
     )
+
+
+def _seconds_at_least(sec: Mapping[str, Any], name: str, default: float, minimum: float, why: str) -> float:
+    value = _seconds(sec, name, default)
+    if value < minimum:
+        raise ConfigError(f"{name}: expected at least {minimum:g} seconds ({why}), got {value:g}")
+    return value
 
 
 def _metrics(sec: Any) -> MetricsConfig:
@@ -343,7 +365,11 @@ def _paper_tier(sim: Mapping[str, Any], accounts: tuple[int, int]) -> str:
     if sim.get("rate_limits", True) is False:
         return UNLIMITED
     tier, where = sim.get("tier", "standard"), "sim.tier"
-    for entry in sim.get("accounts") or []:
+    entries = sim.get("accounts") or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"sim.accounts: expected a list of {{index, master, collateral, api_key_indexes}}, "
+                          f"got {entries!r}")
+    for entry in entries:
         if isinstance(entry, Mapping) and entry.get("index") in accounts and entry.get("tier") is not None:
             tier, where = entry["tier"], f"sim.accounts[{entry['index']}].tier"
     if tier not in ("standard", "premium", "instant"):

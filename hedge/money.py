@@ -1,8 +1,10 @@
 """Decimal <-> venue integer scaling. Money is Decimal or the venue's integers, never float."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal, InvalidOperation
+from fractions import Fraction
 
 
 class AmountError(ValueError):
@@ -61,8 +63,24 @@ class MarketSpec:
         """Round a size toward zero to the market's step (what can actually be ordered)."""
         return base.quantize(self.size_step, rounding=ROUND_DOWN)
 
-    def is_orderable(self, base: Decimal) -> bool:
-        return abs(base) >= self.min_base_amount
+    def is_orderable(self, base: Decimal, price: Decimal | None = None) -> bool:
+        """Whether the venue accepts an order of `base` (either sign): at least min_base_amount and,
+        when a price is given, a notional |base| x price of at least min_quote_amount (else 21706)."""
+        if abs(base) < self.min_base_amount:
+            return False
+        # Exact product: a rounded one could pass an order the venue refuses by a hair.
+        return price is None or Fraction(abs(base)) * Fraction(price) >= Fraction(self.min_quote_amount)
+
+    def min_orderable_base(self, price: Decimal | None = None) -> Decimal:
+        """The smallest size on the size step that meets both minimums at `price` (rounded up);
+        without a price, only min_base_amount counts."""
+        needed = Fraction(self.min_base_amount)
+        if price is not None:
+            if price <= 0:
+                raise AmountError(f"{self.symbol} price must be a decimal > 0 to size an order, got {price}")
+            needed = max(needed, Fraction(self.min_quote_amount) / Fraction(price))
+        steps = math.ceil(needed / Fraction(self.size_step))
+        return self.base_from_int(steps)
 
 
 __all__ = ["AmountError", "MarketSpec", "to_decimal", "ROUND_CEILING", "ROUND_FLOOR", "ROUND_DOWN"]

@@ -63,10 +63,15 @@ class HedgeSplit:
         return SELL if self.b_is_ask else BUY
 
 
-def split_hedge(unhedged_signed: Decimal, spec: MarketSpec) -> HedgeSplit:
-    """Round toward zero to the size step; below min_base_amount everything stays dust."""
+def split_hedge(unhedged_signed: Decimal, spec: MarketSpec, worst_price: Decimal | None = None) -> HedgeSplit:
+    """Round toward zero to the size step; below min_base_amount, or (given B's worst price) below
+    min_quote_amount at that price, everything stays dust.
+
+    The worst price is the bound B signs: the venue's notional price for a market order is not
+    documented, and no fill can be worse, so an order meeting min_quote_amount there is accepted.
+    """
     orderable = spec.floor_base(unhedged_signed)
-    if not spec.is_orderable(orderable):
+    if not spec.is_orderable(orderable, worst_price):
         return HedgeSplit(Decimal(0), unhedged_signed)
     return HedgeSplit(orderable, unhedged_signed - orderable)
 
@@ -83,25 +88,63 @@ class Quote:
 
 def next_quote(position: Decimal, bid_prices: list[Decimal], ask_prices: list[Decimal],
                depth: int, quantity: Decimal, spec: MarketSpec) -> Quote | None:
-    """Open long when flat, close the whole long when long, `depth` levels from the touch.
+    """Open long when flat, close the whole position when there is one, `depth` levels from the touch.
 
     bid_prices are best-first (descending), ask_prices best-first (ascending). Returns None
     when the needed side of the book is empty (nothing sensible to quote against).
     A short position of A is never expected; it is closed like a long (buy it back).
-    A long below min_base_amount cannot be closed (the venue refuses the size): add to it
-    instead, and close the whole position next time.
+
+    A closing (reduce-only) quote always meets both venue minimums at its own price. A position too
+    small to close (below min_base_amount, or below min_quote_amount at the closing price) is
+    added to instead: an opening buy of `quantity` (which also covers a small short), and the
+    whole position is closed next time.
+    The opening quote is returned as configured even when `quantity` at its price is below a
+    minimum (the price fell since start-up): the caller checks spec.is_orderable(base, price) and
+    pauses rather than trading a size nobody configured.
     """
-    if position == 0 or 0 < position < spec.min_base_amount:
-        side, size, reduce_only = BUY, quantity, False
-    elif position > 0:
-        side, size, reduce_only = SELL, position, True
-    else:
-        side, size, reduce_only = BUY, -position, True
-    levels = bid_prices if side == BUY else ask_prices
-    if not levels:
+    if position != 0:
+        size = spec.floor_base(abs(position))
+        side, levels = (SELL, ask_prices) if position > 0 else (BUY, bid_prices)
+        if spec.is_orderable(size):  # big enough by size: the notional depends on the price
+            if not levels:
+                return None
+            price = _at_depth(levels, depth)
+            if spec.is_orderable(size, price):
+                return Quote(side=side, base_amount=size, price=price, reduce_only=True)
+    if not bid_prices:
         return None
-    price = levels[min(depth, len(levels)) - 1]
-    return Quote(side=side, base_amount=spec.floor_base(size), price=price, reduce_only=reduce_only)
+    return Quote(side=BUY, base_amount=spec.floor_base(quantity), price=_at_depth(bid_prices, depth),
+                 reduce_only=False)
+
+
+def _at_depth(levels: list[Decimal], depth: int) -> Decimal:
+    """The depth-th level from the touch, or the farthest there is."""
+    return levels[min(depth, len(levels)) - 1]
+
+
+def quote_size_problem(quantity: Decimal, price: Decimal, spec: MarketSpec, field: str | None = None) -> str | None:
+    """None when an order of `quantity` at `price` meets both venue minimums, else a one-line
+    message naming the field, the price, the notional, the minimums and the smallest size that works."""
+    if spec.is_orderable(quantity, price):
+        return None
+    field = field or f"markets.{spec.symbol}.quantity"
+    notional = abs(quantity) * price
+    min_base = f"min_base_amount {spec.min_base_amount} {spec.symbol}"
+    min_quote = f"min_quote_amount {_plain(spec.min_quote_amount)} USDC"
+    if abs(quantity) < spec.min_base_amount and notional < spec.min_quote_amount:
+        below = f"below the venue's {min_base} and {min_quote}"
+    elif abs(quantity) < spec.min_base_amount:
+        below = f"below the venue's {min_base} (and {min_quote})"
+    else:
+        below = f"below the venue's {min_quote} (and {min_base})"
+    return (f"{field} {quantity} at price {price} is {_plain(notional)} USDC, {below}; "
+            f"use at least {spec.min_orderable_base(price)}")
+
+
+def _plain(amount: Decimal) -> str:
+    """'9.5' for 9.500000, '10' for 10.000000: no exponent, no trailing zeros."""
+    text = f"{amount:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True)
@@ -132,7 +175,8 @@ class LedgerHint:
             return None
 
 
-def speculative_split(hint: LedgerHint | None, fills_seen: int | None, spec: MarketSpec) -> HedgeSplit | None:
+def speculative_split(hint: LedgerHint | None, fills_seen: int | None, spec: MarketSpec,
+                      worst_price: Decimal | None = None) -> HedgeSplit | None:
     """The hedge to sign while the ledger is still being read back, or None to read it first.
 
     The split the hint's ledger implies, when the hint is likely still current: no leg was in
@@ -140,11 +184,11 @@ def speculative_split(hint: LedgerHint | None, fills_seen: int | None, spec: Mar
     fill (`fills_seen`: the fill count of the last ledger it read; a fill it has seen was hedged
     together with earlier ones, so its own task finds nothing left). Sending it is conditional: the
     leg is opened only if the ledger still equals the hint (compare-and-set), which makes the
-    decision exactly the one split_hedge takes on the ledger read back.
+    decision exactly the one split_hedge takes on the ledger read back (given the same worst_price).
     """
     if hint is None or hint.pending_legs or hint.leg_seq is None:
         return None
     if fills_seen is not None and hint.fills <= fills_seen:
         return None
-    split = split_hedge(spec.base_from_int(hint.a_filled - hint.hedged), spec)
+    split = split_hedge(spec.base_from_int(hint.a_filled - hint.hedged), spec, worst_price)
     return split if split.order_signed != 0 else None

@@ -9,8 +9,11 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from hedge.config import Config
+from hedge.accounts import same_master_problem
+from hedge.config import Config, ConfigError
 from hedge.fill import Fill
+from hedge.plan import quote_size_problem
+from maker.dead_man import run_dead_man
 from maker.hedges import HedgeDispatcher
 from maker.market_loop import MarketLoop
 from tasks import metrics
@@ -30,6 +33,7 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
     budget = budget_from_config(cfg, store.r)
     client = await VenueClient.open(cfg.base_url, cfg.account_a, private_key(cfg, cfg.account_a),
                                     chain_id=cfg.chain_id, budget=budget, process="maker")
+    client.order_expiry_s = cfg.strategy.order_expiry_s
     dispatcher = HedgeDispatcher(store)
     loops: dict[int, MarketLoop] = {}
     resumed: dict[str, asyncio.Event] = {}
@@ -45,12 +49,23 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
             loops[view.market_index].on_order(view)
 
     try:
+        if cfg.mode == "live":  # B's self-trade prevention (master equality) protects A only under one master
+            problem = same_master_problem(await client.account_identity(cfg.account_a.account_index),
+                                          await client.account_identity(cfg.account_b.account_index))
+            if problem:
+                raise ConfigError(problem)
         for symbol in symbols:
             market = cfg.market(symbol)
             spec = await client.market_spec(market.market_index)
             if spec.symbol != symbol:
                 log.warning("event=maker.symbol_mismatch config=%s venue=%s market_index=%d",
                             symbol, spec.symbol, market.market_index)
+            # Refuse a quantity the venue would refuse (21706) at today's price, rather than pause later.
+            bids, asks = await client.book_prices(market.market_index, limit=1)
+            touch = bids[0] if bids else asks[0] if asks else None  # A opens with a buy
+            if touch is not None and (problem := quote_size_problem(market.quantity, touch, spec,
+                                                                     f"markets.{symbol}.quantity")):
+                raise ConfigError(problem)
             resumed[symbol] = asyncio.Event()
             loops[market.market_index] = MarketLoop(
                 cfg, market, spec, client, _b_position(client, cfg.account_b.account_index, market.market_index),
@@ -101,6 +116,14 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
                 asyncio.create_task(_control_listener(cfg.redis_url, resumed, loops), name="control")]
         jobs += [asyncio.create_task(loop.run(stream.connected), name=f"loop-{loop.symbol}")
                  for loop in loops.values()]
+
+        def not_alive() -> str | None:
+            """The dead-man re-arms only while every job of this maker runs and the worker beats."""
+            ended = [job.get_name() for job in jobs if job.done()]
+            if ended:
+                return f"maker_task_ended:{ended[0]}"
+            return None if store.worker_alive() else "worker_heartbeat_expired"
+        jobs.append(asyncio.create_task(run_dead_man(client, cfg.strategy.dead_man_s, not_alive), name="dead_man"))
         done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
         for job in done:
             job.result()  # re-raise: supervisord restarts a maker that died, and the log says why

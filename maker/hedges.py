@@ -117,7 +117,11 @@ class HedgeDispatcher:
         return HedgeOutcome(task_id, False, f"{result.state}: {result.result!r}")
 
     async def hedger_present(self) -> bool:
-        """Some worker consumes hedge.b (Celery's broadcast inspect; a yes is trusted for a while)."""
+        """Some worker consumes hedge.b (Celery's broadcast inspect; a yes is trusted for a while)
+        and its heartbeat is fresh: else a new order of A could rest after the dead-man's cancel-all
+        fired with nobody re-arming it."""
+        if not self.store.worker_alive():
+            return False
         if time.monotonic() - self._hedger_seen_at < HEDGER_SEEN_TTL_S:
             return True
         loop = asyncio.get_running_loop()

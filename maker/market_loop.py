@@ -11,15 +11,17 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from hedge.budget import Priority
 from hedge.config import Config, MarketConfig
 from hedge.fill import BUY, SELL, Fill, signed
+from hedge.leg import EXPIRY_MARGIN_MS, NONCE_MOVED, TX_EXPIRY_BOUND_MS, Evidence, Leg, LegState, Verdict, resolve
 from hedge.money import MarketSpec
 from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote
 from maker.hedges import HedgeDispatcher
 from tasks import metrics
 from tasks.store import Ledger, Store
 from venue import errors
-from venue.client import OrderView, VenueClient
+from venue.client import IN_DOUBT_TAKER, OrderView, VenueClient
 from venue.feed import VenueFeed, order_final
 
 log = logging.getLogger("maker.loop")
@@ -29,11 +31,17 @@ ORDER_VISIBLE_S = 2.0          # an order taken by the venue shows on the order 
 RESTING_REST_CHECK_S = 10.0    # a stream can go silent without closing: one REST look this often while resting
 FILLS_ARRIVE_TIMEOUT_S = 10.0  # an order's fills reach us over the stream after its final state
 COVERAGE_CHECK_S = 2.0         # while waiting on a hedge result, look at the ledger this often
-ORDER_IN_DOUBT_GRACE_S = 2.0   # an order of A the venue does not know this long after sending never arrived
+TAKEN_ORDER_LOOK_S = 10.0      # a taken order of A that does not show yet: watch the stream this long per look
+ORDER_PENDING_RETRY_S = 2.0    # a taken order of A that does not show yet: look again this often
+NONCE_LAG_MS = 1_000           # the venue's nextNonce shows a taken tx only this much later (at least)
 
 
 class Paused(Exception):
     """The market is paused; the reason is stored in Redis."""
+
+
+class OrderPending(Exception):
+    """A's order written ahead was taken by the venue but does not show yet: quote nothing until it does."""
 
 
 @dataclass
@@ -95,6 +103,7 @@ class MarketLoop:
         self._reconciled_at = time.monotonic()
         self._resting_s = 0.0      # time this round's order waited for fills
         self._hedge_wait_s = 0.0   # time this round waited on hedge results
+        self._taken_rest_look_s = time.monotonic()
 
     @property
     def state(self) -> str:
@@ -154,6 +163,10 @@ class MarketLoop:
                 failures = 0
             except Paused:
                 continue
+            except OrderPending as exc:   # not an error: the venue executes it late, or it expires
+                log.info("event=maker.order_pending market=%s reason=%s", self.symbol, exc)
+                self.resting = None
+                await asyncio.sleep(ORDER_PENDING_RETRY_S)
             except Exception as exc:  # never exit on a read error: what was written ahead is resolved next round
                 failures += 1
                 await self._after_error("round", exc, failures)
@@ -332,7 +345,7 @@ class MarketLoop:
         position = await self._position()
         bids, asks = await self._book(limit=max(50, self.market.depth * 5))
         quote = next_quote(position, bids, asks, self.market.depth, self.market.quantity, self.spec)
-        if quote is None or not self.spec.is_orderable(quote.base_amount):
+        if quote is None or not self.spec.is_orderable(quote.base_amount, quote.price):
             self._pause(f"nothing sensible to quote: position {position}, book {len(bids)} bids / {len(asks)} asks")
         if not quote.reduce_only and position + quote.base_amount > self.market.max_position_base:
             self._pause(f"opening {quote.base_amount} on a position of {position} would exceed "
@@ -360,31 +373,173 @@ class MarketLoop:
     async def _resolve_written_order(self) -> None:
         """An order of A written ahead but never seen final (the maker crashed, or its answer was in
         doubt): ask the venue by client order index, cancel it if it still rests, then forget it.
-        Nothing new is quoted on the market before this. Its fills reach the stream like any other."""
+        Nothing new is quoted on the market before this. Its fills reach the stream like any other.
+
+        An order the venue does not list is resolved by its nonce (hedge.leg.resolve), never on
+        elapsed time: taken -> wait for it to show (it executes late, or expires); nonce not moved ->
+        fence it with a tx on the same nonce (the dead-man's re-arm), after which it can never rest."""
         record = self.store.maker_order(self.symbol)
         if record is None:
             return
         coi = record["client_order_index"]
-        grace_left_s = record["sent_ms"] / 1000 + ORDER_IN_DOUBT_GRACE_S - time.time()
-        view = await self._order_final(coi, max(0.0, grace_left_s))
-        if view is not None and not view.is_final:
+        if record.get("witness"):   # taken: it shows on the order stream when it executes (no REST polling)
+            view = await self._order_watch(coi, TAKEN_ORDER_LOOK_S)
+        else:
+            view = await self._order_final(coi, ORDER_VISIBLE_S)
+        if view is None:
+            verdict, why = await self._order_verdict(record)
+            if verdict is Verdict.FENCE:
+                verdict, why = await self._fence(record)
+            if verdict in (Verdict.TAKEN, Verdict.WAIT):
+                if not record.get("witness"):
+                    record = dict(record, witness=NONCE_MOVED)
+                    self.store.open_maker_order(self.symbol, record)
+                    if record.get("nonce") is not None:
+                        self.client.note_nonce_used(int(record["nonce"]))
+                # Its nonce was used - by it, or by a fence also in doubt: a cancel by its client
+                # index tells which, at once.
+                if record["witness"] == NONCE_MOVED and await self._probe_never_taken(record):
+                    log.info("event=maker.order_resolved market=%s client_order_index=%d status=never-executed "
+                             "why=%r", self.symbol, coi, "a cancel by its client index found no such order")
+                    self.store.close_maker_order(self.symbol)
+                    return
+                if view is None:
+                    raise OrderPending(f"A's order {coi} was taken by the venue ({why}); waiting for it to show")
+            elif verdict not in (Verdict.REJECT, Verdict.EXPIRE):
+                raise OrderPending(f"A's order {coi} is still in doubt ({why})")
+            else:
+                log.info("event=maker.order_resolved market=%s client_order_index=%d status=never-executed why=%r",
+                         self.symbol, coi, why)
+                self.store.close_maker_order(self.symbol)
+                return
+        if record.get("nonce") is not None:
+            self.client.note_nonce_used(int(record["nonce"]), f"coi={coi}")
+        if not view.is_final:
             outcome = await self.client.cancel(self.market.market_index, view.order_index)
             log.info("event=maker.cancel market=%s client_order_index=%d outcome=%s", self.symbol, coi,
                      outcome.describe())
-            view = await self._order_final(coi, 5.0)
+            view = await self._final_after_cancel(coi, outcome, view.order_index)
             if view is None or not view.is_final:
                 self._pause(f"A's order {coi} (written ahead) still rests after a cancel")
         log.info("event=maker.order_resolved market=%s client_order_index=%d status=%s filled=%s", self.symbol,
-                 coi, view.status if view else "never-arrived", view.filled_base if view else 0)
+                 coi, view.status, view.filled_base)
         self.store.close_maker_order(self.symbol)
+
+    async def _probe_never_taken(self, record: dict) -> bool:
+        """Its nonce was used, but by this order or by another tx with the same nonce (a fence also
+        in doubt)? A cancel by its client index tells: the venue refuses one naming no active or
+        pending order (21600) - and a taken order is one of those until it ends, when it is listed."""
+        coi = int(record["client_order_index"])
+        if record.get("probed"):
+            return False
+        outcome = await self.client.cancel(self.market.market_index, coi)
+        log.info("event=maker.order_probe market=%s client_order_index=%d outcome=%s", self.symbol, coi,
+                 outcome.describe())
+        if outcome.accepted:   # it is at the venue (resting or pending): the cancel ends it; it will show
+            self.store.open_maker_order(self.symbol, dict(record, probed=True))
+            return False
+        if outcome.code != errors.NOT_ACTIVE_ORDER:
+            return False
+        # Not active, not pending: either it never executed, or it ended already - then it is listed.
+        return await self.client.order_by_client_index(coi) is None
+
+    async def _final_after_cancel(self, coi: int, outcome, order_index: int) -> OrderView | None:
+        """The order's final state after our cancel. A cancel the venue took executes after its speed
+        bump - or late, until its ExpiredAt: wait for it (on the stream) rather than give up. A cancel
+        in doubt or refused for now is sent again (an answer in doubt fences its nonce: at most one
+        of the two is taken)."""
+        view = await self._order_final(coi, 5.0)
+        for _ in range(3):
+            if view is not None and view.is_final or outcome is None or outcome.accepted:
+                break
+            outcome = await self.client.cancel(self.market.market_index, order_index)
+            log.info("event=maker.cancel market=%s client_order_index=%d outcome=%s again=true", self.symbol, coi,
+                     outcome.describe())
+            view = await self._order_final(coi, 5.0)
+        if view is not None and view.is_final or outcome is None or not outcome.accepted:
+            return view
+        log.warning("event=maker.cancel_pending market=%s client_order_index=%d", self.symbol, coi)
+        deadline = time.monotonic() + TX_EXPIRY_BOUND_MS / 1000 + EXPIRY_MARGIN_MS / 1000
+        while time.monotonic() < deadline:
+            view = await self._order_watch(coi, TAKEN_ORDER_LOOK_S, final=True) or view
+            if view is not None and view.is_final:
+                break
+            if self.feed is None or not self.feed.connected.is_set():
+                await asyncio.sleep(ORDER_PENDING_RETRY_S)   # REST only: look again in a while
+        return view
+
+    async def _order_watch(self, coi: int, timeout_s: float, final: bool = False) -> OrderView | None:
+        """An order the venue took, once it shows (or, with `final`, once it is final): from the
+        order stream while it is connected (no request spent), else one REST look."""
+        if self.feed is not None and self.feed.connected.is_set():
+            view = await self.feed.wait_order(coi, (lambda o: o.is_final) if final else (lambda _: True), timeout_s)
+            # A frame lost to a reconnect is not replayed: REST now and then.
+            if (view is not None and (view.is_final or not final)) or \
+                    time.monotonic() - self._taken_rest_look_s < RESTING_REST_CHECK_S * 3:
+                return view
+        self._taken_rest_look_s = time.monotonic()
+        return await self.client.order_by_client_index(coi)
+
+    def _record_as_leg(self, record: dict) -> Leg:
+        """A's order record seen through hedge.leg's rule (the same witness rule as B's legs)."""
+        nonce = record.get("nonce")
+        leg = Leg(leg=0, client_order_index=int(record["client_order_index"]), is_ask=record.get("side") == SELL,
+                  base_int=0, worst_price_int=0, fill_id="", state=LegState.SENT,
+                  written_ms=int(record["sent_ms"]), sent_ms=int(record["sent_ms"]),
+                  api_key_index=record.get("api_key_index"), nonce=None if nonce is None else int(nonce),
+                  expires_by_ms=record.get("expires_by_ms") or int(record["sent_ms"]) + TX_EXPIRY_BOUND_MS,
+                  tx_hash=record.get("tx_hash"))
+        return leg.taken(record["witness"]) if record.get("witness") else leg
+
+    async def _order_verdict(self, record: dict) -> tuple[Verdict, str]:
+        leg = self._record_as_leg(record)
+        taker = self.client.nonce_use(leg.nonce) if leg.nonce is not None else None
+        ev = Evidence(now_ms=int(time.time() * 1000),
+                      tx_known=taker == f"coi={leg.client_order_index}",
+                      nonce_taken_by_other=taker if taker not in (None, f"coi={leg.client_order_index}",
+                                                                  IN_DOUBT_TAKER) else None)
+        res = resolve(leg, ev, NONCE_LAG_MS)
+        if res.verdict is Verdict.READ_NONCE:
+            assert res.at_ms is not None
+            await asyncio.sleep(max(0.0, res.at_ms / 1000 - time.time()))
+            read_ms = int(time.time() * 1000)
+            ev = Evidence(now_ms=read_ms, tx_known=ev.tx_known, nonce_taken_by_other=ev.nonce_taken_by_other,
+                          next_nonce=await self.client.venue_next_nonce(Priority.QUOTE), nonce_read_ms=read_ms)
+            res = resolve(leg, ev, NONCE_LAG_MS)
+        log.info("event=maker.order_witness market=%s client_order_index=%d nonce=%s verdict=%s why=%r",
+                 self.symbol, leg.client_order_index, leg.nonce, res.verdict.value, res.why)
+        return res.verdict, res.why
+
+    async def _fence(self, record: dict) -> tuple[Verdict, str]:
+        """Take the order's nonce with a harmless tx: the dead-man's scheduled cancel-all, re-armed."""
+        nonce = int(record["nonce"])
+        self.client.fence(nonce)
+        at_ms = int((time.time() + self.cfg.strategy.dead_man_s) * 1000)
+        outcome = await self.client.schedule_cancel_all(at_ms)
+        taker = self.client.nonce_use(nonce)
+        log.info("event=maker.fence market=%s client_order_index=%s nonce=%d outcome=%s taker=%s", self.symbol,
+                 record["client_order_index"], nonce, outcome.describe(), taker)
+        if outcome.accepted and taker == "coi=0":
+            return Verdict.REJECT, f"nonce {nonce} taken by the fence (a scheduled cancel-all)"
+        if taker == IN_DOUBT_TAKER:
+            # The order or an earlier fence took the nonce: the probe in the caller decides which.
+            return Verdict.TAKEN, f"the fence on nonce {nonce} was refused: the nonce was used"
+        return Verdict.READ_NONCE, f"the fence on nonce {nonce} answered {outcome.describe()}"
 
     async def _place(self, order: RestingOrder) -> OrderView | None:
         q = order.quote
-        self.store.open_maker_order(self.symbol, {
-            "client_order_index": order.client_order_index, "side": q.side, "base": str(q.base_amount),
-            "price": str(q.price), "reduce_only": q.reduce_only, "sent_ms": int(time.time() * 1000)})
+        record = {"client_order_index": order.client_order_index, "side": q.side, "base": str(q.base_amount),
+                  "price": str(q.price), "reduce_only": q.reduce_only, "sent_ms": int(time.time() * 1000)}
+        self.store.open_maker_order(self.symbol, record)
+
+        def on_signed(tx) -> None:   # the witness, written ahead of the wire call
+            self.store.open_maker_order(self.symbol, dict(
+                record, nonce=tx.nonce, api_key_index=self.client.api_key_index, tx_hash=tx.tx_hash,
+                expires_by_ms=tx.expired_at_ms, sent_ms=int(time.time() * 1000)))
+
         outcome = await self.client.place_limit(self.spec, order.client_order_index, q.side == SELL,
-                                                q.base_amount, q.price, self.market.post_only, q.reduce_only)
+                                                q.base_amount, q.price, self.market.post_only, q.reduce_only,
+                                                on_signed=on_signed)
         log.info("event=maker.order market=%s client_order_index=%d side=%s base=%s price=%s reduce_only=%s "
                  "outcome=%s", self.symbol, order.client_order_index, q.side, q.base_amount, q.price,
                  q.reduce_only, outcome.describe())
@@ -396,22 +551,28 @@ class MarketLoop:
             await asyncio.sleep(1.0)  # a nonce resync or a rate limit: try the round again
             return None
         # Accepted or in doubt: the venue's record of this client_order_index is the truth. It shows
-        # after the venue's speed bump (200 ms for a maker order on a Standard account).
+        # after the venue's speed bump (200 ms for a maker order on a Standard account), or later;
+        # if not by then, the next round resolves it by its nonce before quoting again.
         view = await self._order_seen(order.client_order_index, ORDER_VISIBLE_S)
         if view is not None:
             order.order_index = view.order_index
-        return view
+            return view
+        if outcome.accepted:
+            self.store.open_maker_order(self.symbol, dict(self.store.maker_order(self.symbol) or record,
+                                                          witness="answered 200"))
+        return None
 
     async def _rest_until_done(self, order: RestingOrder, view: OrderView) -> None:
         """Wait for fills (pushed by the stream) until filled, or cancel at the timeout."""
         deadline = time.monotonic() + self.cfg.strategy.maker_order_timeout_s
         rest_check_at = time.monotonic() + RESTING_REST_CHECK_S
+        cancel_outcome = None
         while not view.is_final and order.filled < order.quote.base_amount:
             left_s = deadline - time.monotonic()
             if left_s <= 0 or self.store.paused(self.symbol):
-                outcome = await self.client.cancel(self.market.market_index, view.order_index)
+                cancel_outcome = await self.client.cancel(self.market.market_index, view.order_index)
                 log.info("event=maker.cancel market=%s client_order_index=%d outcome=%s", self.symbol,
-                         order.client_order_index, outcome.describe())
+                         order.client_order_index, cancel_outcome.describe())
                 break
             order.changed.clear()
             t_wait = time.perf_counter()
@@ -436,7 +597,8 @@ class MarketLoop:
                 streamed_view = self.feed.order(order.client_order_index)
                 if streamed_view is not None and streamed_view.filled_base >= view.filled_base:
                     view = streamed_view
-        final = view if view.is_final else await self._order_final(order.client_order_index, 5.0)
+        final = view if view.is_final else await self._final_after_cancel(order.client_order_index, cancel_outcome,
+                                                                           view.order_index)
         if final is None or not final.is_final:
             self._pause(f"A's order {order.client_order_index} did not reach a final state after cancel")
         # A fill that raced the cancel still arrives over the stream: wait until we have them all,
@@ -478,7 +640,14 @@ class MarketLoop:
             task_id = inflight[0]
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                self._pause(f"hedge {task_id} has no result after {self.cfg.strategy.hedge_wait_timeout_s:.0f}s")
+                taken = self._taken_legs()
+                if not taken:
+                    self._pause(f"hedge {task_id} has no result after {self.cfg.strategy.hedge_wait_timeout_s:.0f}s")
+                # A leg the venue took executes late or expires (its ExpiredAt bounds this): keep waiting.
+                log.warning("event=maker.hedge_waits_on_taken_leg market=%s task_id=%s legs=%s", self.symbol,
+                            task_id, ",".join(taken))
+                deadline = time.monotonic() + COVERAGE_CHECK_S * 5
+                left_s = deadline - time.monotonic()
             outcome = await self.dispatcher.wait(task_id, min(left_s, COVERAGE_CHECK_S))
             fill_id = self.dispatcher.fill_of.get(task_id) or _fill_id_of(task_id, self.symbol)
             if outcome.ok:
@@ -496,10 +665,23 @@ class MarketLoop:
                           self.symbol, task_id, outcome.reason)
                 self._pause(f"hedge {task_id} failed: {outcome.reason}")
 
+    def _taken_legs(self) -> list[str]:
+        """Open legs of this market the venue took (or may have) that can still execute."""
+        now = int(time.time() * 1000)
+        return [f"{leg.leg}({leg.state.name.lower()})" for leg in self.store.ledger(self.symbol).pending
+                if leg.expires_by_ms is None or now <= leg.expires_by_ms + EXPIRY_MARGIN_MS]
+
     def _covered(self) -> bool:
-        """Nothing in doubt and nothing orderable left unhedged on this market."""
+        """Nothing in doubt and nothing orderable left unhedged on this market (at the book's price,
+        when the stream has it: below the notional minimum a remainder is dust)."""
         ledger = self.store.ledger(self.symbol)
-        return not ledger.pending and not self.spec.is_orderable(self.spec.base_from_int(ledger.unhedged))
+        unhedged = self.spec.base_from_int(ledger.unhedged)
+        book = self.feed.book_prices(self.market.market_index) if self.feed is not None else None
+        price = None
+        if book is not None:
+            levels = book[0] if unhedged > 0 else book[1]   # B sells into bids, buys from asks
+            price = levels[0] if levels else None
+        return not ledger.pending and not self.spec.is_orderable(unhedged, price)
 
     def _next_client_order_index(self) -> int:
         # Unique for centuries without shared state: milliseconds * 16 + a per-process counter.

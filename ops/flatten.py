@@ -17,7 +17,8 @@ from decimal import Decimal
 
 from hedge.config import Config, MarketConfig
 from hedge.fill import BUY, SELL, Fill, signed
-from hedge.plan import MAX_CLIENT_ORDER_INDEX, leg_client_order_index, worst_price_int
+from hedge.leg import TX_EXPIRY_BOUND_MS, Leg
+from hedge.plan import MAX_CLIENT_ORDER_INDEX, worst_price_int
 from ops.status import CLI_PROCESS
 from tasks.store import Store, now_ms
 from venue.budget import budget_from_config
@@ -72,15 +73,16 @@ async def _flatten_market(cfg: Config, store: Store, market: MarketConfig, a: Ve
     b_position = position.get(mi, Decimal(0))
     if b_position != 0:
         is_ask = b_position > 0
-        leg = store.open_leg(symbol, {"is_ask": is_ask, "base_int": spec.base_to_int(abs(b_position)),
-                                      "worst_price_int": 0, "sent_ms": now_ms(), "fill_id": "flatten"},
-                             lambda leg_no: leg_client_order_index(mi, leg_no))
-        order = await _close(cfg, b, spec, b_position, leg["client_order_index"])
+        # Written ahead like a hedge leg, so the worker resolves it if the close is left in doubt.
+        leg, _ = store.open_leg_checked(symbol, Leg(
+            leg=0, client_order_index=0, is_ask=is_ask, base_int=spec.base_to_int(abs(b_position)),
+            worst_price_int=0, fill_id="flatten", written_ms=now_ms(),
+            expires_by_ms=now_ms() + TX_EXPIRY_BOUND_MS), mi, limit_per_minute=10**9)
+        assert leg is not None
+        order = await _close(cfg, b, spec, b_position, leg.client_order_index)
         if order is not None and order.is_final:
-            executed = spec.base_to_int(order.filled_base)
-            store.settle_leg(symbol, dict(leg, status=order.status, order_index=order.order_index,
-                                          executed_int=executed, filled_quote=str(order.filled_quote)),
-                             executed if is_ask else -executed)
+            store.close_leg(symbol, leg.executed(order.status, order.order_index,
+                                                 spec.base_to_int(order.filled_base), str(order.filled_quote)))
         echo(f"market={symbol} close B {b_position} -> {order.status if order else 'in doubt (the worker resolves it)'}")
 
     a_after = await a.position(mi)

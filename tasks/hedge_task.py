@@ -7,11 +7,12 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
 from celery.signals import worker_ready, worker_shutdown
 
-from tasks import metrics, runtime
+from tasks import heartbeat, metrics, runtime
 from tasks.celery_app import app
-from tasks.hedge import RETRY_ON, PermanentHedgeError, hedge_one, market_symbol
+from tasks.hedge import RETRY_ON, LegPendingError, PermanentHedgeError, hedge_one, market_symbol
 
 log = logging.getLogger("tasks.hedge_task")
 FEED_WARM_S = 5.0   # the warm-up waits this long for B's order stream (hedges fall back to REST meanwhile)
@@ -41,6 +42,8 @@ class HedgeTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
         fill = _fill_arg(args, kwargs) or {}
+        if isinstance(exc, LegPendingError):
+            return   # a wait on a taken leg (logged as event=hedge.waiting), not a failed attempt
         metrics.RETRIES.labels(market_symbol(runtime.config(), fill)).inc()
         log.warning("event=hedge.retry fill_id=%s task_id=%s retries=%d reason=%s",
                     fill.get("fill_id") if isinstance(fill, dict) else None, task_id,
@@ -53,18 +56,31 @@ def _fill_arg(args: tuple, kwargs: dict) -> Any:
     return kwargs.get("fill")
 
 
-@app.task(bind=True, base=HedgeTask, name="tasks.hedge_fill",
-          autoretry_for=RETRY_ON, dont_autoretry_for=(PermanentHedgeError,),
-          retry_backoff=1, retry_backoff_max=_strategy.retry_backoff_max_s, retry_jitter=True,
-          max_retries=_strategy.max_retries)
-def hedge_fill(self: Task, fill: dict, hint: dict | None = None) -> dict:
+@app.task(bind=True, base=HedgeTask, name="tasks.hedge_fill", max_retries=_strategy.max_retries)
+def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0) -> dict:
     """Hedge one fill of account A with the opposite market order on account B.
 
     `hint`: the market's ledger as the maker saw it when it counted the fill (hedge.plan.LedgerHint);
     it only lets the worker sign sooner, and a stale or missing one changes nothing else.
+    `waits`: how many of this task's retries were waits on a leg the venue took (LegPendingError):
+    they do not count against max_retries (a taken leg executes or expires; its ExpiredAt bounds
+    them). Other failures retry with Celery's exponential backoff and jitter, up to max_retries.
     """
-    attempt = self.request.retries + 1
-    return runtime.run(lambda: _run(fill, attempt, hint))
+    attempt = self.request.retries - waits + 1
+    try:
+        return runtime.run(lambda: _run(fill, attempt, hint))
+    except LegPendingError as exc:
+        log.info("event=hedge.waiting fill_id=%s task_id=%s retry_in_s=%.1f reason=%s",
+                 fill.get("fill_id") if isinstance(fill, dict) else None, self.request.id, exc.retry_in_s, exc)
+        raise self.retry(exc=exc, countdown=exc.retry_in_s, args=(fill, None), kwargs={"waits": waits + 1},
+                         max_retries=self.request.retries + 1)
+    except PermanentHedgeError:
+        raise
+    except RETRY_ON as exc:
+        countdown = get_exponential_backoff_interval(factor=1, retries=attempt - 1,
+                                                     maximum=_strategy.retry_backoff_max_s, full_jitter=True)
+        raise self.retry(exc=exc, countdown=countdown, args=(fill, None), kwargs={"waits": waits},
+                         max_retries=_strategy.max_retries + waits)
 
 
 async def _run(fill: Any, attempt: int, hint: Any) -> dict:
@@ -101,6 +117,7 @@ def _warm_up(**_: Any) -> None:
                  ",".join(runtime.config().markets))
     except Exception as exc:  # the first task retries the same steps and reports properly
         log.warning("event=worker.warm_failed error=%s", f"{type(exc).__name__}: {exc}")
+    heartbeat.start(runtime.store)  # the maker's dead-man's switch stays armed only while this beats
     _recover(specs)
 
 
@@ -123,4 +140,5 @@ def _recover(specs: dict) -> None:
 
 @worker_shutdown.connect
 def _close_client(**_: Any) -> None:
+    heartbeat.stop()
     runtime.shutdown()

@@ -5,6 +5,7 @@ the maker's pause (survives restarts), recorded fills (durable dedupe), counters
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 import redis
 
+from hedge.leg import Leg, LegState
 from hedge.plan import LedgerHint, leg_client_order_index, leg_seq_start
 
 
@@ -25,6 +27,9 @@ def events_channel(db: int) -> str:
 
 def control_channel(db: int) -> str:
     return f"lh:{db}:control"
+
+
+NONCE_TAKERS_KEPT = 10_000   # per key: far more than can be in doubt at once
 
 
 def now_ms() -> int:
@@ -46,6 +51,7 @@ class Store:
         self._record_fill_inflight = client.register_script(_RECORD_FILL_INFLIGHT)
         self._open_leg = client.register_script(_OPEN_LEG)
         self._begin_hedge = client.register_script(_BEGIN_HEDGE)
+        self._close_leg = client.register_script(_CLOSE_LEG)
         # The fill count of the last ledger this process read back, per market (the worker's
         # input to hedge.plan.speculative_split).
         self.fills_seen: dict[str, int] = {}
@@ -108,7 +114,7 @@ class Store:
             now = now_ms()
             hint = leg_if.hint
             args += [hint.a_filled, hint.hedged, hint.leg_seq, now, f"{now}:{time.perf_counter_ns()}",
-                     leg_if.window_s * 1000, leg_if.window_s * 2, leg_if.limit_per_minute, json.dumps(leg_if.leg)]
+                     leg_if.window_s * 1000, leg_if.window_s * 2, leg_if.limit_per_minute, leg_if.leg.to_json()]
         return BeginHedgeCall(self, market, keys, args, None if leg_if is None else leg_if.leg)
 
     def fills(self, market: str) -> dict[str, dict[str, Any]]:
@@ -122,34 +128,20 @@ class Store:
             a_filled, hedged, pending = pipe.execute()
         legs = []
         if pending:
-            legs = [json.loads(v) for v in self.r.hmget(f"lh:legs:{market}", sorted(pending, key=int)) if v]
+            legs = [Leg.from_json(v) for v in self.r.hmget(f"lh:legs:{market}", sorted(pending, key=int)) if v]
         return Ledger(int(a_filled or 0), int(hedged or 0), legs)
 
-    def open_leg(self, market: str, leg: dict[str, Any], client_order_index_for) -> dict[str, Any]:
-        """Write-ahead: the leg's intent is durable (and counted in flight) before the wire call.
-
-        `client_order_index_for(leg_no)` derives the venue index from the ledger's sequence.
-        """
-        self.r.set(f"lh:leg_seq:{market}", leg_seq_start(now_ms()), nx=True)
-        leg_no = int(self.r.incr(f"lh:leg_seq:{market}"))
-        leg = dict(leg, leg=leg_no, client_order_index=client_order_index_for(leg_no), state="PENDING")
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
-            pipe.sadd(f"lh:pending:{market}", leg["leg"])
-            pipe.execute()
-        return leg
-
-    def open_leg_checked(self, market: str, leg: dict[str, Any], market_index: int, limit_per_minute: int,
-                         window_s: int = 60) -> tuple[dict[str, Any] | None, int]:
+    def open_leg_checked(self, market: str, leg: Leg, market_index: int, limit_per_minute: int,
+                         window_s: int = 60) -> tuple[Leg | None, int]:
         """Rate check and write-ahead in one atomic round trip (one Lua script).
 
         Notes the hedge order in the rate window; if the window then holds more than
         `limit_per_minute`, opens nothing and returns (None, count). Otherwise the leg gets the
         market's next sequence number and client_order_index (hedge.plan.leg_client_order_index:
-        market_index * 2**40 + leg_no) and is stored PENDING before anything is sent.
+        market_index * 2**40 + leg_no) and is stored (WRITTEN) before anything is sent.
         """
         now = now_ms()
-        body = json.dumps(dict(leg, leg=0, client_order_index=0, state="PENDING"))
+        body = dataclasses.replace(leg, leg=0, client_order_index=0, state=LegState.WRITTEN).to_json()
         count, leg_no = self._open_leg(
             keys=[f"lh:hedge_times:{market}", f"lh:leg_seq:{market}", f"lh:legs:{market}", f"lh:pending:{market}"],
             args=[now, f"{now}:{time.perf_counter_ns()}", window_s * 1000, window_s * 2, limit_per_minute,
@@ -158,7 +150,7 @@ class Store:
             return None, int(count)
         leg_no = int(leg_no)
         coi = leg_client_order_index(market_index, leg_no)  # the same number the script stored
-        return dict(leg, leg=leg_no, client_order_index=coi, state="PENDING"), int(count)
+        return dataclasses.replace(leg, leg=leg_no, client_order_index=coi, state=LegState.WRITTEN), int(count)
 
     def note_latency(self, market: str, fill_id: str, sent_ms: float | None, confirmed_ms: float | None) -> None:
         """The last hedge's latencies, for `status --watch`."""
@@ -170,28 +162,35 @@ class Store:
     def last_latency(self, market: str) -> dict[str, str]:
         return self.r.hgetall(f"lh:last:{market}")
 
-    def update_leg(self, market: str, leg: dict[str, Any]) -> None:
-        self.r.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
+    def update_leg(self, market: str, leg: Leg) -> None:
+        """An open leg advanced (sent, taken): stored only while it is still open, so a late
+        writer can never reopen a leg another process closed."""
+        assert leg.state.open, leg
+        self._close_leg(keys=[f"lh:legs:{market}", f"lh:pending:{market}", f"lh:hedged:{market}"],
+                        args=[leg.leg, leg.to_json(), 0, 0])
 
-    def settle_leg(self, market: str, leg: dict[str, Any], hedged_units: int) -> None:
-        """The venue's final word on a leg: count what it executed, once, atomically."""
-        leg = dict(leg, state="DONE", hedged_units=hedged_units)
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(f"lh:legs:{market}", leg["leg"], json.dumps(leg))
-            pipe.srem(f"lh:pending:{market}", leg["leg"])
-            if hedged_units:
-                pipe.incrby(f"lh:hedged:{market}", hedged_units)
+    def close_leg(self, market: str, leg: Leg) -> bool:
+        """The venue's final word on a leg (executed, rejected, expired): stored, and what it
+        executed counted in the ledger, once, atomically. False if it was closed before."""
+        assert not leg.state.open, leg
+        return bool(self._close_leg(keys=[f"lh:legs:{market}", f"lh:pending:{market}", f"lh:hedged:{market}"],
+                                    args=[leg.leg, leg.to_json(), 1, leg.hedged_units]))
+
+    def note_nonce_taker(self, account_index: int, api_key_index: int, nonce: int, taker: str) -> None:
+        """Which of our txs the venue surely took with `nonce` (a leg answered 200 or listed): the
+        evidence that another tx signed with that nonce never executes, across worker restarts.
+        Only the last NONCE_TAKERS_KEPT nonces of a key are kept."""
+        key = f"lh:nonce_takers:{account_index}:{api_key_index}"
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(key, nonce, taker)
+            pipe.hdel(key, nonce - NONCE_TAKERS_KEPT)
             pipe.execute()
 
-    def void_leg(self, market: str, leg: dict[str, Any]) -> None:
-        """The venue never took this leg (definite reject, or not found after the grace period)."""
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(f"lh:legs:{market}", leg["leg"], json.dumps(dict(leg, state="VOID")))
-            pipe.srem(f"lh:pending:{market}", leg["leg"])
-            pipe.execute()
+    def nonce_taker(self, account_index: int, api_key_index: int, nonce: int) -> str | None:
+        return self.r.hget(f"lh:nonce_takers:{account_index}:{api_key_index}", nonce)
 
-    def legs(self, market: str) -> list[dict[str, Any]]:
-        return sorted((json.loads(v) for v in self.r.hvals(f"lh:legs:{market}")), key=lambda leg: leg["leg"])
+    def legs(self, market: str) -> list[Leg]:
+        return sorted((Leg.from_json(v) for v in self.r.hvals(f"lh:legs:{market}")), key=lambda leg: leg.leg)
 
     def result_key(self, task_id: str) -> str:
         """Where the result backend (in this store's db) keeps a task's result."""
@@ -283,13 +282,21 @@ class Store:
     def publish_event(self, event: dict[str, Any]) -> None:
         self.r.publish(self.events_channel, json.dumps(event, default=_json_default))
 
+    def worker_heartbeat(self, ttl_ms: int) -> None:
+        """The hedge worker is alive: the key lives `ttl_ms` unless written again (tasks/heartbeat.py)."""
+        self.r.set("lh:worker_heartbeat", now_ms(), px=ttl_ms)
+
+    def worker_alive(self) -> bool:
+        """A hedge worker wrote its heartbeat within its TTL (the maker's dead-man's switch asks)."""
+        return bool(self.r.exists("lh:worker_heartbeat"))
+
 
 @dataclass(frozen=True)
 class LegIf:
     """A leg to open in the worker's first round trip, only if the ledger still equals `hint`."""
 
     hint: LedgerHint
-    leg: dict[str, Any]  # the leg record; its "leg" number must be hint.leg_seq + 1
+    leg: Leg             # the leg record; its number must be hint.leg_seq + 1
     limit_per_minute: int
     window_s: int = 60
 
@@ -298,7 +305,7 @@ class LegIf:
 class BeginHedge:
     ledger: "Ledger"               # after counting the fill (and opening the leg, if opened)
     fills: int                     # fills counted on the market
-    leg: dict[str, Any] | None     # the leg opened, or None
+    leg: Leg | None                # the leg opened, or None
     rate_limited: bool             # the leg was due but the rate window was full
     rate_count: int                # hedge orders in the rate window, when the leg was due
 
@@ -311,7 +318,7 @@ class BeginHedgeCall:
     """
 
     def __init__(self, store: "Store", market: str, keys: list[str], args: list[Any],
-                 leg: dict[str, Any] | None):
+                 leg: Leg | None):
         self._store, self._market, self._keys, self._args, self._leg = store, market, keys, args, leg
         self._pool = store.r.connection_pool
         self._conn = self._pool.get_connection()
@@ -347,7 +354,7 @@ class BeginHedgeCall:
             self._release(broken=False)
         opened, extra, fills, a_filled, hedged, *legs = reply
         self._store.fills_seen[self._market] = int(fills)
-        pending = sorted((json.loads(v) for v in legs if v), key=lambda leg: leg["leg"])
+        pending = sorted((Leg.from_json(v) for v in legs if v), key=lambda leg: leg.leg)
         leg = None
         if int(opened) == 1:
             leg = self._leg
@@ -360,12 +367,12 @@ class BeginHedgeCall:
 class Ledger:
     a_filled: int      # sum of A's fills, signed (buy +), venue units
     hedged: int        # what B's settled legs took off, in A's direction
-    pending: list[dict[str, Any]]  # legs sent or about to be sent, outcome not yet known
+    pending: list[Leg]  # open legs: written, sent or taken, not yet executed / rejected / expired
 
     @property
     def in_flight(self) -> int:
-        """What pending legs would take off, in A's direction (a B sell covers an A buy)."""
-        return sum(leg["base_int"] if leg["is_ask"] else -leg["base_int"] for leg in self.pending)
+        """What open legs would take off, in A's direction (a B sell covers an A buy)."""
+        return sum(leg.in_flight_units for leg in self.pending)
 
     @property
     def unhedged(self) -> int:
@@ -455,6 +462,28 @@ body = string.gsub(body, '"client_order_index": 0,', '"client_order_index": ' ..
 redis.call('HSET', KEYS[3], leg_no, body)
 redis.call('SADD', KEYS[4], leg_no)
 return {count, leg_no}
+"""
+
+
+# Store a leg; with ARGV[3] == 1 close it: only if it was open (SREM), count what it executed.
+# KEYS: legs, pending, hedged. ARGV: leg number, leg JSON, close (0/1), hedged units.
+# An update of an open leg (ARGV[3] == 0) is dropped when the leg is closed already.
+_CLOSE_LEG = """
+if ARGV[3] == '1' then
+  if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then
+    return 0
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if tonumber(ARGV[4]) ~= 0 then
+    redis.call('INCRBY', KEYS[3], ARGV[4])
+  end
+  return 1
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
 """
 
 

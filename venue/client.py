@@ -18,6 +18,7 @@ at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import urllib.parse
@@ -29,6 +30,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import aiohttp
 import lighter
 
+from hedge.accounts import AccountIdentity
 from hedge.budget import Priority
 from hedge.config import AccountConfig
 from hedge.money import MarketSpec
@@ -40,7 +42,9 @@ log = logging.getLogger("venue.client")
 
 ACTIVE_STATUSES = {"in-progress", "pending", "open"}
 AUTH_TOKEN_TTL_S = 480  # the SDK's tokens live 10 minutes; renew well before
-REFUSED_DEADLINE_S = 60.0  # 429s are retried this long (Lighter's window is a minute) before the caller hears
+REFUSED_DEADLINE_S = 60.0
+NONCE_MEMORY = 1000  # nonces whose taker this process remembers (hedge.leg's evidence)
+IN_DOUBT_TAKER = "an earlier tx in doubt"  # 429s are retried this long (Lighter's window is a minute) before the caller hears
 T = TypeVar("T")
 
 
@@ -82,9 +86,24 @@ class SignedTx:
     tx_type: int | None
     tx_info: str | None
     error: str | None
+    nonce: int | None = None          # the witness of an answer in doubt (hedge.leg)
+    tx_hash: str | None = None        # as the signer computed it
+    expired_at_ms: int | None = None  # the tx's own ExpiredAt: it can never execute after this
 
     def __repr__(self) -> str:  # the signed payload stays out of logs
-        return f"SignedTx(client_order_index={self.client_order_index}, error={self.error!r})"
+        return (f"SignedTx(client_order_index={self.client_order_index}, nonce={self.nonce}, "
+                f"error={self.error!r})")
+
+
+def _signed(client_order_index: int, nonce: int, signed: tuple[Any, Any, Any, Any]) -> SignedTx:
+    tx_type, tx_info, tx_hash, err = signed
+    expired_at_ms = None
+    if err is None and tx_info:
+        try:
+            expired_at_ms = int(json.loads(tx_info)["ExpiredAt"])
+        except (ValueError, KeyError, TypeError):
+            expired_at_ms = None   # the leg keeps the bound it was written with
+    return SignedTx(client_order_index, tx_type, tx_info, err, nonce, tx_hash or None, expired_at_ms)
 
 
 _TRANSPORT_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError)
@@ -110,6 +129,8 @@ def _transport_outcome(exc: BaseException) -> SendOutcome:
 
 
 class VenueClient:
+    order_expiry_s: float = 600.0   # A's limit orders: strategy.order_expiry_s (set by the maker)
+
     def __init__(self, signer: lighter.SignerClient, account: AccountConfig, send_timeout_s: float,
                  budget: RequestBudget | None = None, process: str | None = None,
                  refused_deadline_s: float = REFUSED_DEADLINE_S):
@@ -130,6 +151,8 @@ class VenueClient:
         self._tx_session: aiohttp.ClientSession | None = None
         self._tx_proxy: str | None = None
         self._token: tuple[str, float] | None = None
+        self._nonce_takers: dict[int, str] = {}   # nonce -> which of our txs the venue took with it
+        self._in_doubt: set[int] = set()          # nonces of txs sent whose answer was lost
 
     @classmethod
     async def open(cls, base_url: str, account: AccountConfig, private_key: str,
@@ -255,43 +278,129 @@ class VenueClient:
     # ---- sending --------------------------------------------------------------------------
 
     async def place_limit(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
-                          price: Decimal, post_only: bool, reduce_only: bool = False) -> SendOutcome:
-        """A's resting order (QUOTE), signed and sent through the SDK like its create_order."""
+                          price: Decimal, post_only: bool, reduce_only: bool = False,
+                          on_signed: Callable[["SignedTx"], None] | None = None) -> SendOutcome:
+        """A's resting order (QUOTE), signed and sent through the SDK like its create_order;
+        `on_signed` sees it signed (nonce, hash, ExpiredAt) before it is sent.
+
+        It expires at the venue `order_expiry_s` after signing (an absolute ms timestamp; the SDK's
+        -1 would be 28 days): an order of a maker that died does not rest for weeks."""
         tif = (lighter.SignerClient.ORDER_TIME_IN_FORCE_POST_ONLY if post_only
                else lighter.SignerClient.ORDER_TIME_IN_FORCE_GOOD_TILL_TIME)
         base_int, price_int = spec.base_to_int(base), spec.price_to_int(price)
         return await self._send_quote(client_order_index, lambda nonce: self.signer.sign_create_order(
             spec.market_index, client_order_index, base_int, price_int, int(is_ask),
             lighter.SignerClient.ORDER_TYPE_LIMIT, tif, reduce_only, lighter.SignerClient.NIL_TRIGGER_PRICE,
-            lighter.SignerClient.DEFAULT_28_DAY_ORDER_EXPIRY, nonce=nonce, api_key_index=self.api_key_index))
+            int(time.time() * 1000 + self.order_expiry_s * 1000), nonce=nonce, api_key_index=self.api_key_index),
+            on_signed)
 
     async def place_market(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
                            worst_price_int: int, reduce_only: bool = False) -> SendOutcome:
         return await self.send_signed(await self.sign_market(spec, client_order_index, is_ask, base,
                                                              worst_price_int, reduce_only))
 
+    async def take_nonce(self) -> int:
+        """The key's next nonce for a hedge, taken now (no I/O once the key's nonce is known): a leg
+        records it in its write-ahead record before it is signed (the witness, hedge.leg)."""
+        return await self._next_nonce(Priority.HEDGE)
+
     async def sign_market(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
-                          worst_price_int: int, reduce_only: bool = False) -> "SignedTx":
-        """Sign a market order without sending it: the next nonce is taken now; hand the result to
-        exactly one of send_signed() or discard(), before signing anything else.
+                          worst_price_int: int, reduce_only: bool = False, nonce: int | None = None) -> "SignedTx":
+        """Sign a market order without sending it, with `nonce` (from take_nonce) or the next one;
+        hand the result to exactly one of send_signed() or discard(), before signing anything else.
 
         Self-trade prevention across the master account: never trade against our own resting
         maker order; the resting order expires instead.
         """
-        nonce = await self._next_nonce(Priority.HEDGE)   # no I/O once the key's nonce is known
-        tx_type, tx_info, _tx_hash, err = self.signer.sign_create_order(
+        if nonce is None:
+            nonce = await self._next_nonce(Priority.HEDGE)   # no I/O once the key's nonce is known
+        return _signed(client_order_index, nonce, self.signer.sign_create_order(
             spec.market_index, client_order_index, spec.base_to_int(base), worst_price_int, int(is_ask),
             lighter.SignerClient.ORDER_TYPE_MARKET, lighter.SignerClient.ORDER_TIME_IN_FORCE_IMMEDIATE_OR_CANCEL,
             reduce_only, lighter.SignerClient.NIL_TRIGGER_PRICE, lighter.SignerClient.DEFAULT_IOC_EXPIRY,
             self_trade_behavior_mode=lighter.SignerClient.SELF_TRADE_BEHAVIOR_EXPIRE_MAKER,
             self_trade_equality_mode=lighter.SignerClient.SELF_TRADE_EQUALITY_MASTER_ACCOUNT_INDEX,
-            nonce=nonce, api_key_index=self.api_key_index)
-        return SignedTx(client_order_index, tx_type, tx_info, err)
+            nonce=nonce, api_key_index=self.api_key_index))
 
     def discard(self, signed: "SignedTx") -> None:
-        """A signed order that will never be sent gives its nonce back."""
-        if signed.error is None:
-            self.signer.nonce_manager.acknowledge_failure(self.api_key_index)
+        """A signed tx that will never be sent (or that the venue refused before taking it) gives
+        its nonce back - only if it is still the last one handed out."""
+        self.give_back_nonce(signed.nonce)
+
+    def give_back_nonce(self, nonce: int | None) -> None:
+        manager = self.signer.nonce_manager
+        if nonce is not None and manager.nonce.get(self.api_key_index) == nonce:
+            manager.nonce[self.api_key_index] = nonce - 1
+
+    # ---- nonces as witnesses (hedge.leg) ------------------------------------------------------
+
+    def fence(self, nonce: int) -> None:
+        """The next tx on this key is signed with `nonce`: of all txs with one nonce the venue takes
+        at most one, so once it takes ours, an earlier tx with that nonce can never execute."""
+        self.signer.nonce_manager.nonce[self.api_key_index] = nonce - 1
+        log.info("event=nonce.fence account=%s api_key_index=%s nonce=%d", self.account_index,
+                 self.api_key_index, nonce)
+
+    def nonce_use(self, nonce: int) -> str | None:
+        """Which of our txs the venue took with `nonce`, as far as this process saw: "coi=<n>" for
+        one answered 200, IN_DOUBT_TAKER when a later tx with that nonce got "invalid nonce" (an
+        earlier tx in doubt took it), None when unknown."""
+        return self._nonce_takers.get(nonce)
+
+    def note_nonce_used(self, nonce: int, taker: str | None = None) -> None:
+        """The venue used `nonce` (a leg or order of ours found listed, or the key's nonce moved past
+        it): never sign with it again, and remember who took it when known ("coi=<n>")."""
+        if taker is not None:
+            self._nonce_takers[nonce] = taker
+        self._in_doubt.discard(nonce)
+        manager = self.signer.nonce_manager
+        if self.api_key_index in manager.nonce and manager.nonce[self.api_key_index] < nonce:
+            manager.nonce[self.api_key_index] = nonce
+
+    def _note_nonce(self, signed: "SignedTx", outcome: SendOutcome) -> bool:
+        """Remember what the venue did with this tx's nonce. True when that also settled the key's
+        next nonce (an answer in doubt: fenced; "invalid nonce" on a fence: the earlier tx took it)."""
+        nonce = signed.nonce
+        if nonce is None:
+            return False
+        manager = self.signer.nonce_manager
+        if outcome.accepted:
+            self._nonce_takers[nonce] = f"coi={signed.client_order_index}"
+            self._in_doubt.discard(nonce)
+        elif outcome.code == errors.INVALID_NONCE and nonce in self._in_doubt:
+            # Our earlier tx with this nonce (sent, answer lost) was taken: go on after it.
+            self._nonce_takers[nonce] = IN_DOUBT_TAKER
+            self._in_doubt.discard(nonce)
+            manager.nonce[self.api_key_index] = max(manager.nonce.get(self.api_key_index, nonce), nonce)
+            return True
+        elif outcome.kind == errors.IN_DOUBT:
+            # Maybe taken, maybe not: fence it - the next tx on the key takes the same nonce.
+            self._in_doubt.add(nonce)
+            self.fence(nonce)
+            return True
+        else:
+            return False
+        while len(self._nonce_takers) > NONCE_MEMORY:
+            self._nonce_takers.pop(next(iter(self._nonce_takers)))
+        return False
+
+    async def venue_next_nonce(self, priority: Priority = Priority.READ) -> int:
+        """The key's next nonce as the venue shows it now (it shows a taken tx only after a lag)."""
+        resp = await self._call("nextNonce", priority, lambda: lighter.TransactionApi(
+            self.signer.api_client).next_nonce(account_index=self.account_index, api_key_index=self.api_key_index))
+        return int(resp.nonce)
+
+    async def tx_status(self, tx_hash: str) -> tuple[int, str] | None:
+        """(status, event_info) of a tx the venue knows by hash - status 0 failed, 1 pending,
+        2 executed - or None when the venue knows no such tx."""
+        try:
+            tx = await self._call("tx", Priority.READ, lambda: lighter.TransactionApi(
+                self.signer.api_client).tx(by="hash", value=tx_hash))
+        except lighter.ApiException as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+        return int(tx.status), str(tx.event_info or "")
 
     async def send_signed(self, signed: "SignedTx") -> SendOutcome:
         """POST a signed market order (B's hedge, or a close) to sendTx on the SDK's kept-alive
@@ -312,7 +421,9 @@ class VenueClient:
         A 429 re-sends the same signed tx after the budget's backoff, until `refused_deadline_s`:
         the refused request consumed no nonce, so meanwhile the nonce is neither resynced nor given
         back. Afterwards: accepted keeps the nonce; a definite reject or a 429 gives it back (the
-        venue took nothing); anything else (in doubt, invalid nonce, ...) resyncs it from the venue.
+        venue took nothing); an answer in doubt fences it (the next tx on the key is signed with the
+        same nonce, so at most one of the two is ever taken; see `_note_nonce`); "invalid nonce" on
+        such a fence means the earlier tx took it; any other "invalid nonce" resyncs from the venue.
         """
         if signed.error is not None:
             self.discard(signed)
@@ -339,12 +450,16 @@ class VenueClient:
             if not await self._refused("sendTx", deadline):
                 break
         assert outcome is not None
+        nonce_settled = self._note_nonce(signed, outcome)
         if outcome.accepted:
             if self.budget is not None:
                 self.budget.venue_ok()
             return outcome
-        if outcome.kind == errors.REJECTED or outcome.code == errors.TOO_MANY_REQUESTS:
-            self.discard(signed)
+        if nonce_settled:
+            return outcome   # the next nonce is known without a venue read (which lags)
+        if outcome.kind == errors.REJECTED or outcome.code in (errors.TOO_MANY_REQUESTS,
+                                                               errors.TOO_MANY_PENDING_TXS):
+            self.discard(signed)   # refused at the API: the nonce was not consumed
         else:
             await self.resync_nonce(priority)
         return outcome
@@ -368,20 +483,34 @@ class VenueClient:
         return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_order(
             market_index, order_index, nonce=nonce, api_key_index=self.api_key_index))
 
-    async def _send_quote(self, client_order_index: int,
-                          sign: Callable[[int], tuple[Any, Any, Any, Any]]) -> SendOutcome:
+    async def schedule_cancel_all(self, at_ms: int) -> SendOutcome:
+        """The dead-man's switch: the venue cancels all of this account's orders at `at_ms` (epoch
+        ms) unless re-armed (a later one replaces it) or aborted. Sent as QUOTE, like a cancel."""
+        return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_all_orders(
+            lighter.SignerClient.CANCEL_ALL_TIF_SCHEDULED, int(at_ms), nonce=nonce,
+            api_key_index=self.api_key_index))
+
+    async def abort_cancel_all(self) -> SendOutcome:
+        """Disarm the scheduled cancel-all (QUOTE)."""
+        return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_all_orders(
+            lighter.SignerClient.CANCEL_ALL_TIF_ABORT, 0, nonce=nonce, api_key_index=self.api_key_index))
+
+    async def _send_quote(self, client_order_index: int, sign: Callable[[int], tuple[Any, Any, Any, Any]],
+                          on_signed: Callable[["SignedTx"], None] | None = None) -> SendOutcome:
         """A's order or cancel: the SDK signs it with the key's next nonce and its send_tx sends it,
         as QUOTE, under the SDK's per-key lock (the maker's market loops share A's key, so the txs
-        reach the venue in nonce order, and a 429's re-send keeps its place)."""
+        reach the venue in nonce order, and a 429's re-send keeps its place). `on_signed` sees the
+        signed tx (its nonce, hash and ExpiredAt) before it is sent: the maker's write-ahead."""
         async with self.signer.nonce_manager.lock(self.api_key_index):
             try:
                 nonce = await self._next_nonce(Priority.QUOTE)
             except (lighter.ApiException, *_TRANSPORT_ERRORS) as exc:  # nothing was signed or sent
                 return SendOutcome(errors.RETRYABLE, None, f"cannot read the next nonce: {type(exc).__name__}: "
                                                            f"{errors.body_message(exc)}")
-            tx_type, tx_info, _tx_hash, err = sign(nonce)
-            return await self._deliver(SignedTx(client_order_index, tx_type, tx_info, err), Priority.QUOTE,
-                                       self._post_sdk)
+            signed = _signed(client_order_index, nonce, sign(nonce))
+            if on_signed is not None and signed.error is None:
+                on_signed(signed)
+            return await self._deliver(signed, Priority.QUOTE, self._post_sdk)
 
     async def _post_sdk(self, signed: "SignedTx") -> SendOutcome:
         """sendTx through the SDK's generated client (A's orders and cancels)."""
@@ -479,6 +608,20 @@ class VenueClient:
         """Signed positions by market of this account, or of another (account data is public)."""
         index = self.account_index if account_index is None else account_index
         return await self._call("account", Priority.READ, lambda: read_positions(self.account_api, index))
+
+    async def account_identity(self, account_index: int) -> AccountIdentity:
+        """An account's master and L1 address (`/api/v1/account?by=index`; public, READ)."""
+        accounts = await self._call("account", Priority.READ, lambda: self.account_api.account(
+            by="index", value=str(account_index)))
+        if not accounts.accounts:
+            raise LookupError(f"venue has no account {account_index}")
+        acct = accounts.accounts[0]
+        # SDK 1.1.8's DetailedAccount has no master_account_index field: it lands in additional_properties.
+        extra = getattr(acct, "additional_properties", None) or {}
+        master = getattr(acct, "master_account_index", None)
+        master = extra.get("master_account_index") if master is None else master
+        return AccountIdentity(account_index, None if master is None else int(master),
+                               str(acct.l1_address) if getattr(acct, "l1_address", None) else None)
 
     async def trades(self, market_index: int | None, limit: int = 100) -> list[dict[str, Any]]:
         """This account's most recent trades, oldest first, as plain dicts (the stream's shape)."""

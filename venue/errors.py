@@ -17,23 +17,39 @@ IN_DOUBT = "in_doubt"      # may or may not be applied: resolve by asking the ve
 INVALID_NONCE = 21104
 TOO_MANY_REQUESTS = 23000
 TOO_MANY_PENDING_TXS = 21506
-# Lighter codes that mean "this tx was refused and changed nothing".
+NOT_ACTIVE_ORDER = 21600
+# Lighter codes that mean "this tx was refused and changed nothing" (apidocs errors page; the
+# project's lighter-api-notes.md sections 2 and 8). Retrying the same order cannot help, so a hedge
+# fails at once and the market pauses. Anything not listed stays in doubt.
 DEFINITE_REJECT_CODES = {
     21109,  # api key not found
+    21111,  # account is in pre-liquidation: no new risk until it recovers
+    21112,  # account is in liquidation
     21120,  # invalid signature
+    21122,  # invalid cancel-all time (a scheduled cancel-all not in the future)
     21501,  # invalid tx info
+    21507,  # account below maintenance margin
+    21508,  # account below initial margin
     21600,  # not an active limit order
+    21601,  # order book is full
     21602,  # invalid market index
+    21605,  # market is not active (halted, delisted)
     21700,  # invalid order index
     21701,  # invalid base amount
     21702,  # invalid price
     21706,  # invalid order base or quote amount
     21709,  # order is inactive
     21711,  # invalid expiry
+    21717,  # too many active orders in this market (per-account cap)
+    21718,  # too many active orders (per-account cap)
+    21719,  # too many pending orders in this market
+    21720,  # too many pending orders
     21727,  # invalid client order index
     21728,  # client order index already exists
+    21732,  # reduce-only order would increase the position
     21733,  # fat-finger price
     21734,  # limit price too far from mark
+    21738,  # reduce-only order with no position to reduce
     21739,  # not enough margin
 }
 RETRYABLE_CODES = {INVALID_NONCE, TOO_MANY_REQUESTS, TOO_MANY_PENDING_TXS}

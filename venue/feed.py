@@ -264,9 +264,18 @@ async def order_final(feed: VenueFeed | None, client, client_order_index: int,
     deadline = time.monotonic() + timeout_s
     if feed is not None and feed.connected.is_set():
         view = await feed.wait_order(client_order_index, lambda _: True, min(timeout_s, SEEN_WITHIN_S))
-        if view is not None and not view.is_final:
+        if view is None and deadline - time.monotonic() > SEEN_WITHIN_S:
+            # Not on the stream yet: one REST look, then the stream again - a tx executing late
+            # (seconds to minutes after it was taken) must not turn into REST polling.
+            view = await client.order_by_client_index(client_order_index)
+            if view is None and feed.connected.is_set():
+                view = await feed.wait_order(client_order_index, lambda _: True,
+                                             max(0.0, deadline - time.monotonic() - SEEN_WITHIN_S))
+        if view is not None and not view.is_final and feed.connected.is_set():
             view = await feed.wait_order(client_order_index, lambda o: o.is_final,
-                                         max(0.0, deadline - time.monotonic()))
+                                         max(0.0, deadline - time.monotonic())) or view
         if view is not None and view.is_final:
             return view
+        if feed.connected.is_set():
+            return await client.order_by_client_index(client_order_index) or view
     return await client.wait_order_final(client_order_index, max(0.0, deadline - time.monotonic()))

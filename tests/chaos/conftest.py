@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.chaos.harness import ChaosCluster, PrivateRedis, RedisTap, summary_lines
+from tests.chaos.harness import ChaosCluster, PrivateRedis, RedisTap, close_all, summary_lines
 
 
 @pytest.fixture
@@ -48,11 +48,7 @@ def chaos(tmp_path, redis_url, keys_file):
         return cluster
 
     yield make
-    for thing in reversed(made):
-        try:
-            thing.close()
-        except Exception:  # keep tearing the rest down
-            pass
+    close_all(made)
     redis.Redis.from_url(redis_url).flushdb()
 
 

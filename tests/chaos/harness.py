@@ -198,13 +198,14 @@ class ChaosCluster(Cluster):
 
     def __init__(self, workdir: Path, redis_url: str, keys_file: str, *, seed: int,
                  worker_redis_url: str | None = None, maker_redis_url: str | None = None, strategy: dict | None = None,
-                 markets: dict | None = None, sim: dict | None = None):
+                 markets: dict | None = None, sim: dict | None = None, profile: str = "instant"):
         base_strategy = {"maker_order_timeout_s": 30, "max_retries": 8, "retry_backoff_max_s": 1,
                          "max_slippage_bps": 50, "hedge_wait_timeout_s": 20, "reconcile_interval_s": 10,
                          "max_hedges_per_minute": 6000}
         base_strategy.update(strategy or {})
         super().__init__(workdir, redis_url, keys_file, strategy=base_strategy, markets=markets,
-                         sim={"seed": seed, **(sim or {})})
+                         sim={"seed": seed, **(sim or {})}, profile=profile)
+        self.profile = profile
         self.seed = seed
         self.worker_config_path = self.config_path
         if worker_redis_url is not None:
@@ -475,6 +476,16 @@ def logs_on_failure(c: ChaosCluster, note: Callable[[], str] | None = None) -> I
         raise
 
 
+def close_all(things: list) -> None:
+    """Tear down what a fixture made (clusters, taps, Redis servers), newest first; one failing
+    to close does not keep the rest running."""
+    for thing in reversed(things):
+        try:
+            thing.close()
+        except Exception:  # keep tearing the rest down
+            pass
+
+
 def dump_logs(c: ChaosCluster, names=("worker", "maker")) -> str:
     out = []
     for name in names:
@@ -485,3 +496,255 @@ def dump_logs(c: ChaosCluster, names=("worker", "maker")) -> str:
 __all__ = ["A", "B", "ETH", "ChaosCluster", "RedisTap", "PrivateRedis", "check_invariants", "FIGURES",
            "record_scenario", "record_hedges", "record_recovered", "summary_lines", "wait_until", "rounds", "SOAK", "MIN_BASE",
            "dump_logs", "logs_on_failure", "shuffled_plan", "json", "Callable"]
+
+
+# ---- slow venue (tests/chaos/test_slow_venue.py): late execution, nonce lag, budget -------------
+# Added for Lighter's "taken is not executed": a tx answered 200, timed out or 5xx'd can execute
+# seconds to minutes later, so every check below first waits until the venue has nothing pending.
+
+import re  # noqa: E402 - kept with the section that uses it
+from collections.abc import Mapping  # noqa: E402
+
+FIGURES_LOCK = threading.Lock()   # several clusters record into FIGURES from their own threads
+TX_CANCEL = 15                      # cancel-order tx type in the orders log / sim log
+TX_CANCEL_ALL = 16
+# Ledger states (either shape of Store.legs) of a B leg the engine holds as never executed.
+NOT_EXECUTED_LEG_STATES = frozenset({"VOID", "REJECTED", "EXPIRED", "FENCED"})
+
+
+def leg_fields(leg: Any) -> tuple[str, int | None]:
+    """(state name, client_order_index) of one entry of `Store.legs(market)`, in either shape:
+    a dict {"state": "PENDING"|"DONE"|"VOID", "client_order_index": ...}, or a typed record with
+    `.state` (an enum: its `.name`, e.g. TAKEN / EXECUTED / EXPIRED) and `.client_order_index`."""
+    if isinstance(leg, Mapping):
+        state, coi = leg.get("state"), leg.get("client_order_index")
+    else:
+        state, coi = getattr(leg, "state", None), getattr(leg, "client_order_index", None)
+    name = getattr(state, "name", state)
+    return ("" if name is None else str(name).upper()), (None if coi is None else int(coi))
+
+
+def ledger_legs(c: "ChaosCluster", market: str = "ETH") -> list[tuple[str, int | None]]:
+    """Every B leg the ledger knows, as (state name, client_order_index), through the store's accessor."""
+    return [leg_fields(leg) for leg in c.store.legs(market)]
+
+
+@dataclass
+class Executions:
+    a_filled: Decimal          # A's total filled size at the venue (both sides, absolute)
+    b_executed: Decimal        # B's total executed size at the venue (both sides, absolute)
+    b_by_coi: dict[int, Decimal]
+    not_executed_traded: dict[int, tuple[str, Decimal]]   # coi -> (ledger state, size B traded under it)
+    # B trades that took |A + B| further from zero, to min_base_amount or more: B executed more than
+    # A's fills had left unhedged at that moment (a second hedge of the same fills, whatever its coi)
+    beyond_unhedged: list[tuple[int, int, Decimal]]       # (trade_id, coi, size beyond)
+
+    @property
+    def over_hedged(self) -> bool:
+        return bool(self.beyond_unhedged)
+
+    def describe(self) -> str:
+        beyond = sum((x for _, _, x in self.beyond_unhedged), Decimal(0))
+        return (f"A filled {self.a_filled} in total, B executed {self.b_executed} in total; "
+                f"B executed {beyond} beyond what A's fills had left unhedged"
+                + (" (" + ", ".join(f"trade {t} coi={coi} +{x}" for t, coi, x in self.beyond_unhedged[:6]) + ")"
+                   if self.beyond_unhedged else "")
+                + "; B orders the ledger holds as not executed but traded at the venue: "
+                + (", ".join(f"coi={coi} state={st} traded={size}"
+                             for coi, (st, size) in sorted(self.not_executed_traded.items())) or "none"))
+
+
+def executions(c: "ChaosCluster", market: str = "ETH") -> Executions:
+    """From /admin/trades and the ledger: what A filled and B executed, B executions beyond what was
+    unhedged, and B orders that traded although the ledger says they never executed (voided /
+    rejected / expired / fenced legs).
+
+    B's total equals A's total within dust only while no dust is carried across a change of side
+    (the engine nets a dust remainder left after A's buy against A's next sell, so B then executes
+    up to twice the dust less than A). The exact form of "B executed what A filled, once": walking
+    the venue's trades in order, no B trade takes |A + B| further from zero to min_base_amount or
+    more."""
+    a_total = b_total = Decimal(0)
+    b_by_coi: dict[int, Decimal] = defaultdict(Decimal)
+    net = Decimal(0)
+    beyond: list[tuple[int, int, Decimal]] = []
+    for t in sorted(c.trades(), key=lambda t: int(t["trade_id"])):
+        size = Decimal(t["size"])
+        for side, sign in (("bid", 1), ("ask", -1)):
+            account = t[f"{side}_account_id"]
+            if account == A:
+                a_total += size
+                net += sign * size
+            elif account == B:
+                b_total += size
+                coi = int(t[f"{side}_client_id"])
+                b_by_coi[coi] += size
+                before = abs(net)
+                net += sign * size
+                if abs(net) >= MIN_BASE and abs(net) > before:
+                    beyond.append((int(t["trade_id"]), coi, abs(net) - before))
+    bad = {coi: (state, b_by_coi[coi]) for state, coi in ledger_legs(c, market)
+           if state in NOT_EXECUTED_LEG_STATES and coi is not None and b_by_coi.get(coi)}
+    return Executions(a_total, b_total, dict(b_by_coi), bad, beyond)
+
+
+def assert_no_double_execution(c: "ChaosCluster", kind: str, note: str = "") -> Executions:
+    """The double-execution check, across client order indexes: B never executed more than A's fills
+    had left unhedged (so B's total is A's total, less dust netted across sides), and no B order the
+    ledger considers not executed traded at the venue."""
+    ex = executions(c)
+    if ex.over_hedged or ex.not_executed_traded:
+        with FIGURES_LOCK:
+            FIGURES[kind].double_hedges += max(len(ex.beyond_unhedged), len(ex.not_executed_traded))
+    detail = f"[{kind} seed={c.seed}] {ex.describe()}{' ' + note if note else ''}"
+    assert not ex.not_executed_traded, f"B order executed at the venue that the ledger voided/rejected/expired: {detail}"
+    assert not ex.beyond_unhedged, f"B executed more than A's fills left unhedged (hedged twice): {detail}"
+    return ex
+
+
+def venue_stats(c: "ChaosCluster") -> dict:
+    return c.sim.admin("/admin/stats")
+
+
+def venue_pending_txs(c: "ChaosCluster") -> int:
+    """Taken txs the venue has not executed yet (speed bumps, late executions)."""
+    return int(venue_stats(c)["txs_pending"])
+
+
+def venue_late_count(c: "ChaosCluster", account: int) -> int:
+    """Taken txs of `account` that were (or will be) executed late (/admin/stats)."""
+    return int(venue_stats(c)["txs"].get(str(account), {}).get("late", 0))
+
+
+def l1_budget_used(c: "ChaosCluster") -> int:
+    """The fullest L1-address bucket's rolling minute at the venue (requests on Standard)."""
+    return max((int(b["used"]) for key, b in venue_stats(c)["rolling_minute"].items() if key.startswith("l1:")),
+               default=0)
+
+
+_TAKEN_RE = re.compile(r"event=tx result=taken tx_type=(\d+) account=(\d+) nonce=(\d+) tx_hash=\w+ "
+                       r"execute_in_ms=(-?\d+) late=(True|False)")
+_FAULT_RE = re.compile(r"event=fault kind=(\w+) account=(\S+) timeout_applies=(\S+)")
+_REJECTED_RE = re.compile(r"event=tx result=rejected .*account=(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class TakenTx:
+    tx_type: int
+    account: int
+    nonce: int
+    execute_in_ms: int
+    late: bool
+    answer: str     # what the API answered: "ok" (200), "http_5xx_after", "timeout" (taken before the hang)
+
+
+def taken_txs(c: "ChaosCluster") -> list[TakenTx]:
+    """Every tx the simulator took, from its own log, with the answer the client got for it.
+
+    A fault that takes the tx (5xx after, timeout "before") is logged right before the tx is taken,
+    with no await in between, so it belongs to the next take (or reject) of that account. (Timeouts
+    "after" are taken at the end of the hang, after other requests: they are counted as "ok".)"""
+    answer_next: dict[str, str] = {}
+    out: list[TakenTx] = []
+    for line in c.sim_log().splitlines():
+        if "event=fault" in line:
+            m = _FAULT_RE.search(line)
+            if m and (m[1] == "http_5xx_after" or (m[1] == "timeout" and m[3] == "before")):
+                answer_next[m[2]] = "http_5xx_after" if m[1] == "http_5xx_after" else "timeout"
+            continue
+        if "event=tx result=taken" in line:
+            m = _TAKEN_RE.search(line)
+            if m:
+                out.append(TakenTx(int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5] == "True",
+                                   answer_next.pop(m[2], "ok")))
+            continue
+        if "event=tx result=rejected" in line:
+            m = _REJECTED_RE.search(line)
+            if m:
+                answer_next.pop(m[1], None)
+    return out
+
+
+def late_txs(c: "ChaosCluster", account: int, answer: str | None = None, tx_types: tuple[int, ...] | None = None,
+             min_ms: int = 0) -> list[TakenTx]:
+    """Late executions of `account` (optionally: only after `answer`, of `tx_types`, at least `min_ms` late)."""
+    return [t for t in taken_txs(c) if t.account == account and t.late and t.execute_in_ms >= min_ms
+            and (answer is None or t.answer == answer) and (tx_types is None or t.tx_type in tx_types)]
+
+
+def settle_slow(c: "ChaosCluster", timeout_s: float) -> bool:
+    """Wait (bounded) until the venue has executed everything it took, no hedge is in flight or in
+    doubt, and exposure is back within dust; stop early when B is already over-hedged or the market
+    paused (the checks then say why). Returns whether it settled."""
+    def done() -> bool:
+        if venue_pending_txs(c) or not c.quiescent():
+            return False
+        a, b = c.positions()
+        return abs(a + b) < MIN_BASE or c.paused_reason() is not None or executions(c).over_hedged
+    try:
+        wait_until(done, timeout_s, "venue drained and hedges settled", interval_s=0.1)
+        return True
+    except AssertionError:
+        return False
+
+
+def check_slow_round(c: "ChaosCluster", kind: str, *, since_trade_id: int = 0, settle_timeout_s: float = 60,
+                     allow_pause: bool = False) -> Check:
+    """After a round on a slow venue: drain the venue (every taken tx executed or failed), then the
+    double-execution check, then `check_invariants`; A never has more than one order at the venue,
+    and a slow venue is never a reason to pause. Records the kind's figures (thread-safe)."""
+    settle_slow(c, settle_timeout_s)
+    assert_no_double_execution(c, kind)
+    check = check_invariants(c, kind, timeout_s=10, expect_trading=False, record=False,
+                             since_trade_id=since_trade_id)
+    with FIGURES_LOCK:
+        fig = FIGURES[kind]
+        fig.double_hedges += len(check.double_coi)
+        fig.max_unhedged_after = max(fig.max_unhedged_after, abs(check.net))
+        fig.longest_unhedged_window_s = max(fig.longest_unhedged_window_s, check.longest_window_s)
+    a_orders = c.active_orders()
+    assert len(a_orders) <= 1, (f"[{kind} seed={c.seed}] A has {len(a_orders)} orders at the venue at once: "
+                                f"{[(o.get('client_order_index'), o.get('order_index')) for o in a_orders]}")
+    if not allow_pause:
+        assert check.paused_reason is None, f"[{kind} seed={c.seed}] paused on a slow venue: {check.paused_reason!r}"
+    return check
+
+
+def record_slow(kind: str, *, scenarios: int = 0, faults: int = 0, hedges: int = 0, seconds: float = 0.0) -> None:
+    with FIGURES_LOCK:
+        fig = FIGURES[kind]
+        fig.scenarios += scenarios
+        fig.faults_injected += faults
+        fig.hedges += hedges
+        fig.seconds = max(fig.seconds, seconds)   # clusters of one kind run side by side: wall time
+
+
+@contextmanager
+def spare_redis_dbs(n: int, base_url: str) -> Iterator[list[str]]:
+    """Up to `n` more Redis db numbers (1..15) for clusters running side by side, locked like
+    tests/conftest.py locks the run's own db (a key in db 0), flushed before and after; fewer when
+    other runs hold them (the caller falls back to a PrivateRedis)."""
+    import redis as _redis
+    base = base_url.rsplit("/", 1)[0]
+    admin = _redis.Redis.from_url(f"{base}/0", socket_connect_timeout=2)
+    held: list[tuple[int, str]] = []
+    try:
+        for db in range(1, 16):
+            if len(held) >= n:
+                break
+            key = f"lighter-hedge:test-db-lock:{db}"
+            if admin.set(key, f"{os.getpid()}:slow-venue", nx=True, ex=3600):
+                _redis.Redis.from_url(f"{base}/{db}").flushdb()
+                held.append((db, key))
+        yield [f"{base}/{db}" for db, _ in held]
+    finally:
+        for db, key in held:
+            try:
+                _redis.Redis.from_url(f"{base}/{db}").flushdb()
+            finally:
+                admin.delete(key)
+
+
+__all__ += ["FIGURES_LOCK", "NOT_EXECUTED_LEG_STATES", "leg_fields", "ledger_legs", "Executions", "executions",
+            "assert_no_double_execution", "venue_stats", "venue_pending_txs", "venue_late_count", "l1_budget_used",
+            "TakenTx", "taken_txs", "late_txs", "settle_slow", "check_slow_round", "record_slow", "spare_redis_dbs"]

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from hedge.leg import LegState
 from tests.chaos.harness import (B, check_invariants, executed_b_orders, fill_round, last_trade_id,
                                  logs_on_failure, record_recovered, shuffled_plan, wait_until)
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.timeout(600)
 STEPS = ("before_write_ahead", "between_write_ahead_and_wire", "after_wire_before_response",
          "after_fill_before_settle", "after_settle_before_task_ack")
 TAP_MARKERS = {"before_write_ahead": "lh:leg_seq",
-               "after_fill_before_settle": "INCRBY\r\n$13\r\nlh:hedged:ETH",
+               "after_fill_before_settle": '"state": "executed"',
                "after_settle_before_task_ack": '"SUCCESS"'}
 
 
@@ -40,7 +41,7 @@ def _venue_cois(c) -> set[int]:
 
 def crash_at(c, step: str, rng: random.Random) -> str:
     """Drive one fill of A into `step` of its hedge and kill -9 the worker there; returns evidence."""
-    legs_before = {leg["leg"] for leg in c.store.legs("ETH")}
+    legs_before = {leg.leg for leg in c.store.legs("ETH")}
     timeouts_before = c.faults_injected("timeout")
     if step in TAP_MARKERS:
         c.tap.hold(TAP_MARKERS[step])
@@ -50,8 +51,8 @@ def crash_at(c, step: str, rng: random.Random) -> str:
         c.set_faults(timeout_rate=1, timeout_mode="before", timeout_s=20, accounts=[B], seed=rng.randrange(1 << 30))
     fill_round(c, rng)
 
-    def new_legs() -> list[dict]:
-        return [leg for leg in c.store.legs("ETH") if leg["leg"] not in legs_before]
+    def new_legs() -> list:
+        return [leg for leg in c.store.legs("ETH") if leg.leg not in legs_before]
 
     if step in TAP_MARKERS:
         wait_until(c.tap.held.is_set, 30, f"the worker to reach {step}")
@@ -60,7 +61,7 @@ def crash_at(c, step: str, rng: random.Random) -> str:
                    "a PENDING leg whose sendTx hangs at the venue")
     else:
         wait_until(lambda: c.faults_injected("timeout") > timeouts_before and c.store.ledger("ETH").pending
-                   and {leg["client_order_index"] for leg in c.store.ledger("ETH").pending} & _venue_cois(c), 30,
+                   and {leg.client_order_index for leg in c.store.ledger("ETH").pending} & _venue_cois(c), 30,
                    "the venue to apply the PENDING leg while its answer hangs")
     c.kill9("worker")
     if c.tap is not None:
@@ -73,13 +74,13 @@ def crash_at(c, step: str, rng: random.Random) -> str:
     if step == "before_write_ahead":
         assert not legs, f"{step}: a leg was written ahead: {legs}"
     elif step in ("between_write_ahead_and_wire", "after_wire_before_response", "after_fill_before_settle"):
-        assert legs and all(leg["state"] == "PENDING" for leg in legs), f"{step}: {legs}"
-        on_venue = [leg["client_order_index"] in cois for leg in legs]
+        assert legs and all(leg.state.open for leg in legs), f"{step}: {legs}"
+        on_venue = [leg.client_order_index in cois for leg in legs]
         assert any(on_venue) == (step != "between_write_ahead_and_wire"), f"{step}: {legs} venue={sorted(cois)}"
     else:
-        assert legs and all(leg["state"] == "DONE" for leg in legs), f"{step}: {legs}"
+        assert legs and all(leg.state is LegState.EXECUTED for leg in legs), f"{step}: {legs}"
         assert c.store.inflight("ETH"), f"{step}: the task's in-flight mark is gone already"
-    return f"legs={[(leg['leg'], leg['state']) for leg in legs]}"
+    return f"legs={[(leg.leg, leg.state.name) for leg in legs]}"
 
 
 def test_worker_kill9_at_each_step_of_a_hedge(chaos):

@@ -71,8 +71,7 @@ def test_a_malformed_task_payload_fails_permanently_before_touching_redis_or_the
         payload[key] = value
     from hedge.fill import Fill
     try:
-        Fill.from_message(payload)
-        valid = payload.get("market_index") == 0
+        valid = Fill.from_message(payload).market_index == 0   # parsed, and a market of the config
     except InvalidFill:
         valid = False
     if valid:

@@ -140,14 +140,14 @@ def test_empty_side_of_the_book_gives_no_quote():
     assert next_quote(Decimal(0), BIDS, [], 1, Decimal("0.05"), ETH) is not None
 
 
-@given(st.integers(-10**6, 10**6), st.integers(1, 60))
+@given(st.one_of(st.integers(-10**6, 10**6), st.integers(-60, 60)), st.integers(1, 60))
 def test_quote_size_is_always_on_the_step(units, depth):
     position = ETH.base_from_int(units)
     quote = next_quote(position, BIDS, ASKS, depth, Decimal("0.0500"), ETH)
     assume(quote is not None)
     assert quote.base_amount > 0 and ETH.base_to_int(quote.base_amount) >= 0
-    closable_long = position >= ETH.min_base_amount
-    assert quote.reduce_only == (closable_long or position < 0)
+    # A position of either sign is closed once it is big enough to order; a smaller one is added to.
+    assert quote.reduce_only == (abs(position) >= ETH.min_base_amount)
 
 
 def test_long_below_the_minimum_size_is_added_to_not_closed():

@@ -12,7 +12,7 @@ import pytest
 
 from hedge.money import MarketSpec
 from venue import errors
-from venue.client import OrderView
+from venue.client import IN_DOUBT_TAKER, OrderView
 
 from .conftest import A, B, ETH, admin, best_prices, open_client, run
 
@@ -156,8 +156,17 @@ def test_fault_maps_to_outcome_and_next_send_succeeds(sim, private_keys, faults,
             assert (found is not None) == at_venue, found
             if at_venue:
                 assert found.status == "open" and found.initial_base == Decimal("0.0100")
-            # The nonce was resynced: the next send is accepted, not refused with "invalid nonce".
+            # An answer in doubt fences its nonce: the next send is signed with the same one, so the
+            # venue takes at most one of the two. Where the first was taken, the fence is refused
+            # "invalid nonce" - which proves it - and the send after it is accepted.
+            fenced_nonce = client.signer.nonce_manager.nonce[client.api_key_index] + 1
             nxt = await client.place_limit(spec, 3002, False, Decimal("0.0100"), price, True)
+            if kind == errors.IN_DOUBT and at_venue:
+                assert nxt.code == errors.INVALID_NONCE, nxt.describe()
+                assert client.nonce_use(fenced_nonce) == IN_DOUBT_TAKER
+                nxt = await client.place_limit(spec, 3002, False, Decimal("0.0100"), price, True)
+            elif kind == errors.IN_DOUBT:
+                assert client.nonce_use(fenced_nonce) == "coi=3002"   # the fence took the lost tx's nonce
             assert nxt.accepted, nxt.describe()
             assert {o.client_order_index for o in await client.active_orders(ETH)} == \
                 {3000, 3002} | ({3001} if at_venue else set())
@@ -224,8 +233,12 @@ def test_market_order_fault_maps_to_outcome_and_next_send_succeeds(sim, private_
         outcome = await buy(5001)
         await admin(sim, "/admin/faults", {})
         assert outcome.kind == kind, outcome.describe()
-        # The nonce was resynced from the venue: the next order is not refused.
+        # In doubt: the next order is the fence (same nonce). It is refused "invalid nonce" only
+        # where the first was taken (5xx after applying) - then the one after goes through.
         nxt = await buy(5002)
+        if "http_5xx_after_rate" in faults:
+            assert nxt.code == errors.INVALID_NONCE, nxt.describe()
+            nxt = await buy(5003)
         assert nxt.accepted, nxt.describe()
     with_market_buys(sim, private_keys, steps, send_timeout_s=0.5)
 
