@@ -104,7 +104,7 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
                                history_cutoff_trade_id=store.cutoff(cfg.account_a.account_index),
                                on_cutoff=on_cutoff, on_reconnect=on_reconnect, on_fills=on_fills,
                                on_connect=on_connect, backfill_interval_s=None,
-                               on_positions=on_positions)
+                               on_positions=on_positions, token=client.auth_token)
         for loop in loops.values():
             loop.backfill_now = stream.backfill_now
             loop.stream_connected = stream.connected

@@ -36,6 +36,7 @@ OnFill = Callable[[Fill], Awaitable[None]]
 OnFills = Callable[[list[Fill]], Awaitable[None]]
 Backfill = Callable[[], Awaitable[list[dict[str, Any]]]]
 SEEN_MAX = 50_000
+SNAPSHOT_TIMEOUT_S = 10.0   # no account_all snapshot this long after subscribing: reconnect
 
 
 class VenueStreamError(RuntimeError):
@@ -50,8 +51,13 @@ class AccountStream:
                  backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0, seed: int | None = None,
                  backfill_interval_s: float | None = 5.0, on_fills: OnFills | None = None,
                  on_connect: Callable[[int], None] | None = None,
-                 on_positions: Callable[[dict[int, Decimal]], None] | None = None):
+                 on_positions: Callable[[dict[int, Decimal]], None] | None = None,
+                 token: Callable[[], str] | None = None, snapshot_timeout_s: float = SNAPSHOT_TIMEOUT_S):
         self.ws_url = ws_url
+        # The account's auth token for the subscribe: account_all works without one per Lighter's
+        # docs, but NautilusTrader and Qubx send it, and the private channels require it.
+        self.token = token
+        self.snapshot_timeout_s = snapshot_timeout_s
         self.account_index = account_index
         self.on_fill = on_fill
         # Optional: all new fills of one frame (or one backfill) at once, so the receiver can
@@ -123,36 +129,49 @@ class AccountStream:
                 rest_cutoff = max((i for i in map(_trade_id, await self.backfill()) if i is not None),
                                   default=0)
             channel = f"account_all/{self.account_index}"
-            await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
-            snapshot_done = False
-            async for raw in ws:
-                recv_us = time.time_ns() // 1000  # the frame's arrival: every fill in it carries it
-                msg = _parse(raw)
-                if msg is None:
-                    continue
-                kind = msg.get("type")
-                error = _venue_error(msg)
-                if error is not None:
-                    code, message = error
-                    log.error("event=stream.venue_error account=%s code=%s message=%r snapshot=%s",
-                              self.account_index, code, message, str(snapshot_done).lower())
-                    if not snapshot_done:
-                        raise VenueStreamError(f"subscribe to {channel} refused: code={code} "
-                                               f"message={message!r}")
-                elif kind == "ping":
-                    await ws.send('{"type":"pong"}')
-                elif kind == "subscribed/account_all":
-                    self._positions(msg)
-                    await self._on_snapshot(msg, first, rest_cutoff)
-                    snapshot_done = True
-                    self.connected.set()
-                    if not first and self.on_reconnect is not None:
-                        await self.on_reconnect()
-                elif kind == "update/account_all" and snapshot_done:
-                    self._positions(msg)
-                    trades = _trades_of(msg)
-                    if trades:  # Lighter sends positions in their own update frames: nothing to emit
-                        await self._emit(trades, recv_us)
+            subscribe: dict[str, Any] = {"type": "subscribe", "channel": channel}
+            if self.token is not None:
+                subscribe["auth"] = self.token()
+            await ws.send(json.dumps(subscribe))
+            try:
+                async with asyncio.timeout(self.snapshot_timeout_s) as first_snapshot:
+                    await self._frames(ws, channel, first, rest_cutoff, first_snapshot)
+            except TimeoutError:
+                raise VenueStreamError(f"no {channel} snapshot within {self.snapshot_timeout_s:.0f}s of "
+                                       f"subscribing") from None
+
+    async def _frames(self, ws, channel: str, first: bool, rest_cutoff: int | None, first_snapshot) -> None:
+        """The session's frames; `first_snapshot` (an asyncio.timeout) is cancelled once the snapshot came."""
+        snapshot_done = False
+        async for raw in ws:
+            recv_us = time.time_ns() // 1000  # the frame's arrival: every fill in it carries it
+            msg = _parse(raw)
+            if msg is None:
+                continue
+            kind = msg.get("type")
+            error = _venue_error(msg)
+            if error is not None:
+                code, message = error
+                log.error("event=stream.venue_error account=%s code=%s message=%r snapshot=%s",
+                          self.account_index, code, message, str(snapshot_done).lower())
+                if not snapshot_done:
+                    raise VenueStreamError(f"subscribe to {channel} refused: code={code} "
+                                           f"message={message!r}")
+            elif kind == "ping":
+                await ws.send('{"type":"pong"}')
+            elif kind == "subscribed/account_all":
+                self._positions(msg)
+                await self._on_snapshot(msg, first, rest_cutoff)
+                snapshot_done = True
+                first_snapshot.reschedule(None)
+                self.connected.set()
+                if not first and self.on_reconnect is not None:
+                    await self.on_reconnect()
+            elif kind == "update/account_all" and snapshot_done:
+                self._positions(msg)
+                trades = _trades_of(msg)
+                if trades:  # Lighter sends positions in their own update frames: nothing to emit
+                    await self._emit(trades, recv_us)
 
     def _positions(self, msg: dict[str, Any]) -> None:
         if self.on_positions is None or not msg.get("positions"):

@@ -449,16 +449,15 @@ def b_late_lanes(kind: str, seed: int, answer: str, faults: dict, late_rate: flo
             Lane(kind, seed + 1, drive_b_late, rounds(140, 900), params=params, longs=0)]
 
 
-@pytest.mark.timeout(360)
-def test_slow_venue_nonce_lag_429_bursts_and_speed_bumps(run_lanes):
-    """No late execution here: today's engine must pass these. nonce_lag: nextNonce 2 s and 5 s
-    behind, answers in doubt on A and B that were lost (5xx before applying, timeouts never applied)
-    or taken (5xx after applying); rate_limit_burst: 429 bursts on both accounts, and the Standard
-    budget used up by the engine's own hedges; speed_bumps: plain Standard rounds, many partial fills."""
+def in_doubt_lanes() -> list[Lane]:
+    """nonce_lag: nextNonce 2 s and 5 s behind, answers in doubt on A and B that were lost (5xx
+    before applying, timeouts never applied) or taken (5xx after applying); rate_limit_burst: 429
+    bursts on both accounts, and the Standard budget used up by the engine's own hedges;
+    speed_bumps: plain Standard rounds, many partial fills."""
     duration = rounds(80, 600)
     in_doubt = {"http_5xx_rate": 0.15, "timeout_rate": 0.15, "timeout_mode": "never", "timeout_s": 1.0,
                 "http_5xx_after_rate": 0.1}
-    lanes = [
+    return [
         Lane("nonce_lag", 5101, drive_in_doubt_rounds, duration, sim={"nonce_lag_ms": 2000},
              params={"faults": in_doubt}),
         Lane("nonce_lag", 5102, drive_in_doubt_rounds, duration, sim={"nonce_lag_ms": 5000},
@@ -468,16 +467,12 @@ def test_slow_venue_nonce_lag_429_bursts_and_speed_bumps(run_lanes):
         Lane("rate_limit_burst", 5202, drive_budget_exhaustion, duration, params={"edge": 50, "mode": "exhaust"}),
         Lane("speed_bumps", 5301, drive_speed_bumps, duration),
     ]
-    run_lanes(lanes, join_timeout_s=duration + 200)
-    assert_lanes(lanes, {"nonce_lag": 10, "rate_limit_burst": 10, "speed_bumps": 8})
 
 
-@pytest.mark.timeout(480)
-def test_slow_venue_late_execution_on_a_and_b(run_lanes):
+def late_lanes() -> list[Lane]:
     """Txs taken, then executed 5 s .. 2 min late: B's hedge after a 200, after the engine's own send
-    timeout (taken before the hang), after a 5xx; A's orders and cancels. A hedge executed late must
-    be counted once, never voided and sent again (B hedged twice)."""
-    lanes = [
+    timeout (taken before the hang), after a 5xx; A's orders and cancels."""
+    return [
         *b_late_lanes("late_after_ok", 6101, "ok", {"short": {}, "long": {}}, late_rate=0.5),
         *b_late_lanes("late_after_timeout", 6201, "timeout",
                       {"short": {"timeout_rate": 0.5, "timeout_mode": "before", "timeout_s": HANG_S},
@@ -489,5 +484,14 @@ def test_slow_venue_late_execution_on_a_and_b(run_lanes):
         Lane("late_on_a", 6402, drive_a_late, rounds(140, 900), strategy={"maker_order_timeout_s": 4},
              params={"late_rate": 0.5, "http_5xx_after_rate": 0.15}, longs=0),
     ]
+
+
+@pytest.mark.timeout(540)
+def test_slow_venue_late_execution_nonce_lag_429_bursts_and_speed_bumps_on_a_and_b(run_lanes):
+    """Every slow-venue kind at once, each lane on a Standard-tier cluster of its own (13 clusters:
+    the lanes wait on speed bumps, late executions and the request budget, not on the CPU). A hedge
+    executed late must be counted once, never voided and sent again (B hedged twice)."""
+    lanes = in_doubt_lanes() + late_lanes()
     run_lanes(lanes, join_timeout_s=rounds(140, 900) + 280)
-    assert_lanes(lanes, {"late_after_ok": 6, "late_after_timeout": 4, "late_after_5xx": 6, "late_on_a": 6})
+    assert_lanes(lanes, {"nonce_lag": 10, "rate_limit_burst": 10, "speed_bumps": 8, "late_after_ok": 6,
+                         "late_after_timeout": 4, "late_after_5xx": 6, "late_on_a": 6})

@@ -396,13 +396,16 @@ class FakeVenue:
         self.account = account
         self.connections = 0
         self.received: list[str] = []
+        self.subscribes: list[dict] = []
 
     async def handler(self, ws) -> None:
         self.connections += 1
         n = self.connections
         await ws.send(json.dumps({"type": "connected"}))
         sub = json.loads(await ws.recv())
-        assert sub == {"type": "subscribe", "channel": f"account_all/{self.account}"}
+        self.subscribes.append(sub)
+        assert {k: v for k, v in sub.items() if k != "auth"} == \
+            {"type": "subscribe", "channel": f"account_all/{self.account}"}
         frames, then_close = self.script(n)
         for frame in frames:
             await ws.send(frame)
@@ -412,7 +415,7 @@ class FakeVenue:
             self.received.append(message)
 
 
-async def with_fake_venue(script, body, *, backfill=None, account: int = A) -> None:
+async def with_fake_venue(script, body, *, backfill=None, account: int = A, **stream_kwargs) -> None:
     venue = FakeVenue(script, account)
     async with serve(venue.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
@@ -422,7 +425,7 @@ async def with_fake_venue(script, body, *, backfill=None, account: int = A) -> N
             return []
 
         stream = AccountStream(f"ws://127.0.0.1:{port}", account, recorder, backfill or no_backfill,
-                               backoff_base_s=0.01, backoff_cap_s=0.05, seed=1)
+                               backoff_base_s=0.01, backoff_cap_s=0.05, seed=1, **stream_kwargs)
         task = asyncio.create_task(stream.run())
         try:
             await body(venue, stream, recorder)
@@ -564,6 +567,25 @@ def test_an_error_instead_of_the_snapshot_ends_the_session_and_it_reconnects(cap
     messages = [r.getMessage() for r in caplog.records]
     assert any("event=stream.venue_error" in m and "code=30009" in m and "snapshot=false" in m for m in messages)
     assert any("event=stream.disconnected" in m and "VenueStreamError" in m for m in messages)
+
+
+def test_no_snapshot_after_subscribing_ends_the_session_and_it_reconnects_with_auth(caplog):
+    def script(n):
+        if n == 1:  # subscribed, then silence: no snapshot ever comes on this connection
+            return [], False
+        return [lighter_frame("subscribed"), lighter_frame("update", trades={"0": [wire_trade(11)]})], False
+
+    async def backfill():
+        return [wire_trade(10)]
+
+    async def body(venue, stream, recorder):
+        await eventually(lambda: recorder.fills, WAIT_S, "the fill after the reconnect")
+        assert recorder.ids == [11] and venue.connections == 2 and stream.connected.is_set()
+        assert len(venue.subscribes) == 2 and all(m["auth"] == "token-of-A" for m in venue.subscribes)
+
+    run(with_fake_venue(script, body, backfill=backfill, token=lambda: "token-of-A", snapshot_timeout_s=0.3))
+    assert any("event=stream.disconnected" in r.getMessage() and "snapshot within" in r.getMessage()
+               for r in caplog.records)
 
 
 def load_frame(name: str) -> dict:
