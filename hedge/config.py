@@ -4,6 +4,8 @@ Pure: reading the file and the environment happens in ops/settings.py.
 """
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -115,6 +117,10 @@ def parse_config(raw: Any) -> Config:
     if not isinstance(raw, Mapping):
         raise ConfigError("config: expected a YAML mapping at the top level")
     _refuse_renamed(raw)
+    refuse_unknown_keys(raw, "", KNOWN_KEYS[""])
+    for section in ("lighter", "redis", "accounts", "strategy", "flower", "metrics"):
+        if isinstance(raw.get(section), Mapping):
+            refuse_unknown_keys(raw[section], section, KNOWN_KEYS[section])
     mode = _choice(raw, "mode", MODES, default="paper")
     lighter = _section(raw, "lighter")
     base_url = _url(lighter, "lighter.base_url", ("http://", "https://"))
@@ -155,6 +161,35 @@ def parse_config(raw: Any) -> Config:
                   account_a=a, account_b=b, markets=markets, strategy=strategy,
                   flower_port=flower_port, sim=dict(sim), metrics=_metrics(raw.get("metrics")),
                   rate_limit=_rate_limit(lighter, mode, sim, (a.account_index, b.account_index)))
+
+
+# Every key each section knows: anything else is a typo that would otherwise run on a default.
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("mode", "lighter", "redis", "keys_file", "accounts", "markets", "strategy", "flower", "metrics", "sim"),
+    "lighter": ("base_url", "ws_url", "chain_id", "tier", "rate_limit", "hedge_reserve"),
+    "redis": ("url", "result_backend_url"),
+    "accounts": ("account_a", "account_b"),
+    "accounts.account": ("account_index", "api_key_index", "private_key_env"),
+    "markets.market": ("market_index", "quantity", "depth", "post_only", "max_position_base", "max_unhedged_base"),
+    "strategy": ("maker_order_timeout_s", "max_retries", "retry_backoff_max_s", "max_slippage_bps",
+                 "hedge_wait_timeout_s", "max_hedges_per_minute", "reconcile_interval_s", "order_expiry_s",
+                 "dead_man_s"),
+    "flower": ("port",),
+    "metrics": ("maker_port", "worker_port", "host"),
+}
+MAX_SLIPPAGE_BPS = Decimal(1000)   # 10 %: beyond this a "hedge" is a market order at any price
+
+
+def refuse_unknown_keys(sec: Mapping[str, Any], where: str, known: tuple[str, ...]) -> None:
+    """A key the section does not know is refused, naming the nearest known key."""
+    for key in sec:
+        if key in known:
+            continue
+        name = f"{where}.{key}" if where else str(key)
+        near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f"did you mean {(where + '.') if where else ''}{near[0]}?" if near else \
+            f"known keys here: {', '.join(known)}"
+        raise ConfigError(f"{name}: unknown key; {hint}")
 
 
 def _refuse_renamed(raw: Mapping[str, Any]) -> None:
@@ -202,8 +237,8 @@ def _int(sec: Mapping[str, Any], name: str, default: int | None = None,
 
 def _seconds(sec: Mapping[str, Any], name: str, default: float) -> float:
     value = sec.get(name.split(".")[-1], default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive, finite number of seconds, got {value!r}")
     return float(value)
 
 
@@ -227,6 +262,7 @@ def _account(accounts: Mapping[str, Any], name: str) -> AccountConfig:
     if "api_key_private_key" in sec or "private_key" in sec:
         raise ConfigError(f"accounts.{name}: private keys never go in config.yaml; set the environment "
                           f"variable named by private_key_env, or use keys_file (mode 0600)")
+    refuse_unknown_keys(sec, f"accounts.{name}", KNOWN_KEYS["accounts.account"])
     index = _int(sec, f"accounts.{name}.account_index", minimum=0)
     key_index = _int(sec, f"accounts.{name}.api_key_index", minimum=0, maximum=254)
     env = sec.get("private_key_env", f"LH_{name.upper()}_PRIVATE_KEY")
@@ -243,6 +279,7 @@ def _markets(sec: Mapping[str, Any]) -> dict[str, MarketConfig]:
         where = f"markets.{symbol}"
         if not isinstance(m, Mapping):
             raise ConfigError(f"{where}: expected a mapping with quantity and depth")
+        refuse_unknown_keys(m, where, KNOWN_KEYS["markets.market"])
         if "market_index" in m:
             index = _int(m, f"{where}.market_index", minimum=0, maximum=254)
         elif symbol in KNOWN_MARKET_INDEX:
@@ -274,7 +311,7 @@ def _strategy(sec: Mapping[str, Any]) -> StrategyConfig:
         maker_order_timeout_s=_seconds(sec, "strategy.maker_order_timeout_s", 30),
         max_retries=_int(sec, "strategy.max_retries", default=5, minimum=0, maximum=100),
         retry_backoff_max_s=_int(sec, "strategy.retry_backoff_max_s", default=10, minimum=1),
-        max_slippage_bps=_positive_decimal(sec, "strategy.max_slippage_bps", default="50"),
+        max_slippage_bps=_slippage_bps(sec),
         hedge_wait_timeout_s=_seconds(sec, "strategy.hedge_wait_timeout_s", 120),
         max_hedges_per_minute=_int(sec, "strategy.max_hedges_per_minute", default=600, minimum=1),
         reconcile_interval_s=_seconds(sec, "strategy.reconcile_interval_s", 30),
@@ -284,6 +321,13 @@ def _strategy(sec: Mapping[str, Any]) -> StrategyConfig:
         dead_man_s=_seconds_at_least(sec, "strategy.dead_man_s", 120, MIN_DEAD_MAN_S,
                                      "the dead-man's switch is re-armed every half of it"),
     )
+
+
+def _slippage_bps(sec: Mapping[str, Any]) -> Decimal:
+    value = _positive_decimal(sec, "strategy.max_slippage_bps", default="50")
+    if value > MAX_SLIPPAGE_BPS:
+        raise ConfigError(f"strategy.max_slippage_bps: expected at most {MAX_SLIPPAGE_BPS} (10 %), got {value}")
+    return value
 
 
 def _seconds_at_least(sec: Mapping[str, Any], name: str, default: float, minimum: float, why: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from hedge.accounts import same_master_problem
 from hedge.config import Config, ConfigError
 from hedge.fill import Fill
+from hedge.money import AmountError
 from hedge.plan import quote_size_problem
 from maker.dead_man import run_dead_man
 from maker.hedges import HedgeDispatcher
@@ -25,6 +27,7 @@ from venue.keys import private_key
 from venue.stream import AccountStream
 
 log = logging.getLogger("maker.app")
+STOP_CANCEL_TIMEOUT_S = 15.0   # supervisord waits 30 s (stopwaitsecs) before it kills
 
 
 async def run_maker(cfg: Config, symbols: list[str]) -> None:
@@ -60,6 +63,10 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
             if spec.symbol != symbol:
                 log.warning("event=maker.symbol_mismatch config=%s venue=%s market_index=%d",
                             symbol, spec.symbol, market.market_index)
+            try:   # a size finer than the market's step would be refused (or rounded) by the venue
+                spec.base_to_int(market.quantity)
+            except AmountError as exc:
+                raise ConfigError(f"markets.{symbol}.quantity: {exc}") from None
             # Refuse a quantity the venue would refuse (21706) at today's price, rather than pause later.
             bids, asks = await client.book_prices(market.market_index, limit=1)
             touch = bids[0] if bids else asks[0] if asks else None  # A opens with a buy
@@ -124,12 +131,38 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
                 return f"maker_task_ended:{ended[0]}"
             return None if store.worker_alive() else "worker_heartbeat_expired"
         jobs.append(asyncio.create_task(run_dead_man(client, cfg.strategy.dead_man_s, not_alive), name="dead_man"))
-        done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
-        for job in done:
-            job.result()  # re-raise: supervisord restarts a maker that died, and the log says why
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):   # supervisorctl stop, lighter-hedge down, Ctrl-C
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        pending: set[asyncio.Task] = {*jobs, stopping}
+        while True:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                break
+            for job in done:
+                job.result()  # re-raise: supervisord restarts a maker that died, and the log says why
+        await _stop(client, jobs)
     finally:
         dispatcher.close()
         await client.close()
+
+
+async def _stop(client: VenueClient, jobs: list[asyncio.Task]) -> None:
+    """A stop leaves nothing of A resting: the quote loops end first (nothing new is placed), then
+    one cancel-all of A. The dead-man's switch is the backstop when this cannot reach the venue."""
+    log.info("event=maker.stopping account=%d", client.account_index)
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    try:
+        async with asyncio.timeout(STOP_CANCEL_TIMEOUT_S):
+            outcome = await client.cancel_all_now()
+    except Exception as exc:  # noqa: BLE001 - said, and the dead-man's deadline still stands
+        log.error("event=maker.stop_cancel_failed account=%d error=%s (the dead-man's switch cancels A's orders "
+                  "by its deadline)", client.account_index, f"{type(exc).__name__}: {exc}")
+        return
+    log.info("event=maker.stopped account=%d cancel_all=%s", client.account_index, outcome.describe())
 
 
 def _b_position(client: VenueClient, b_account: int, market_index: int):

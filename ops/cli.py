@@ -26,6 +26,16 @@ def _load(config_path: str | None) -> Config:
         sys.exit(2)
 
 
+def _paper_keys(cfg: Config) -> None:
+    """Every paper-mode command creates the throwaway keys it needs (a fresh checkout has none)."""
+    from venue.keys import ensure_paper_keys
+    try:
+        ensure_paper_keys(cfg)
+    except (OSError, RuntimeError) as exc:
+        click.echo(f"config error: keys_file {cfg.keys_file}: cannot create paper keys ({exc})", err=True)
+        sys.exit(2)
+
+
 def safe_url(url: str) -> str:
     """A URL without its password, for messages."""
     parts = urlsplit(url)
@@ -97,6 +107,7 @@ def maker_command(config_path: str | None, market: tuple[str, ...], quantity: st
             raise click.BadParameter("--quantity must be > 0 and --depth >= 1")
         cfg = replace(cfg, markets={**cfg.markets, m.symbol: replace(m, quantity=q, depth=depth or m.depth)})
     _store(cfg)
+    _paper_keys(cfg)
     from venue.keys import private_key
     try:
         private_key(cfg, cfg.account_a)
@@ -127,6 +138,7 @@ def worker_command(config_path: str | None, log_level: str) -> None:
     """Run account B's Celery worker: queue hedge.b, one process (B's nonces are sequential)."""
     cfg = _load(config_path)
     _store(cfg)
+    _paper_keys(cfg)
     from venue.keys import private_key
     try:
         private_key(cfg, cfg.account_b)
@@ -148,6 +160,7 @@ def sim_command(config_path: str | None, host: str, port: int | None, seed: int 
     """Run the local Lighter-protocol exchange (paper mode)."""
     from ops.settings import config_path as resolve
     cfg = _load(config_path)
+    _paper_keys(cfg)
     port = port or urlsplit(cfg.base_url).port or 8787
     argv = ["--host", host, "--port", str(port), "--config", str(resolve(config_path))]
     if cfg.keys_file:
@@ -321,7 +334,19 @@ def up_command(config_path: str | None) -> None:
     cfg = _load(config_path)
     ensure_paper_keys(cfg)
     env = _supervisor_env(cfg, config_path, autostart=True)
-    if cfg.mode == "paper" and supervise.redis_answers(cfg.redis_url):
+    # Never touch a running deployment: its Redis state is live (a second `up` used to wipe it).
+    pid = supervise.running_supervisord(env)
+    if pid is not None:
+        click.echo(f"up: already running (supervisord pid {pid}); `lighter-hedge down` first", err=True)
+        sys.exit(2)
+    redis_up = supervise.redis_answers(cfg.redis_url)
+    if redis_up:
+        from tasks.store import Store
+        if Store.from_url(cfg.redis_url).worker_alive():
+            click.echo(f"up: a hedge worker is running on {safe_url(cfg.redis_url)} (its heartbeat is fresh); "
+                       f"stop that deployment first - nothing was changed", err=True)
+            sys.exit(2)
+    if cfg.mode == "paper" and redis_up:
         from tasks.store import Store
         supervise.clear_paper_state(Store.from_url(cfg.redis_url))
         click.echo("paper mode: cleared the previous run's hedge state (the simulator starts empty)")

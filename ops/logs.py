@@ -1,27 +1,19 @@
-"""One-line key=value logs; a last-resort filter masks anything shaped like an API private key."""
+"""One-line key=value logs (venue.log_filters: newlines escaped, anything shaped like an API
+private key masked)."""
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
-_KEY_SHAPE = re.compile(r"(0x)?[0-9a-fA-F]{80}")
+from venue import log_filters
+
 FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
-
-
-class RedactKeys(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if _KEY_SHAPE.search(message):
-            record.msg = _KEY_SHAPE.sub("<redacted>", message)
-            record.args = ()
-        return True
 
 
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(RedactKeys())
+    log_filters.install(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

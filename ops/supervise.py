@@ -73,6 +73,17 @@ def clear_paper_state(store) -> None:
     store.r.delete("hedge.b")
 
 
+def running_supervisord(env: dict[str, str]) -> int | None:
+    """The pid of this deployment's supervisord if it runs (its pidfile names a live process)."""
+    pidfile = Path(env["LH_RUN_DIR"]) / "supervisord.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def start(env: dict[str, str]) -> None:
     Path(env["LH_RUN_DIR"]).mkdir(parents=True, exist_ok=True)
     Path(env["LH_LOG_DIR"]).mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,10 @@ from typing import Any
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutdown
 
 from tasks import heartbeat, metrics, runtime
+from venue import log_filters
 from tasks.celery_app import app
 from tasks.hedge import RETRY_ON, LegPendingError, PermanentHedgeError, hedge_one, market_symbol
 
@@ -86,6 +87,14 @@ def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0)
 async def _run(fill: Any, attempt: int, hint: Any) -> dict:
     return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt, hint,
                            feed=await runtime.feed())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _safe_log_lines(logger: logging.Logger, **_: Any) -> None:
+    """Celery's own handlers get the same filters as the maker's (venue.log_filters)."""
+    for handler in logger.handlers:
+        log_filters.install(handler)
 
 
 @worker_ready.connect

@@ -490,6 +490,11 @@ class VenueClient:
             lighter.SignerClient.CANCEL_ALL_TIF_SCHEDULED, int(at_ms), nonce=nonce,
             api_key_index=self.api_key_index))
 
+    async def cancel_all_now(self) -> SendOutcome:
+        """Cancel all of this account's resting orders now (QUOTE): the maker's stop."""
+        return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_all_orders(
+            lighter.SignerClient.CANCEL_ALL_TIF_IMMEDIATE, 0, nonce=nonce, api_key_index=self.api_key_index))
+
     async def abort_cancel_all(self) -> SendOutcome:
         """Disarm the scheduled cancel-all (QUOTE)."""
         return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_all_orders(

@@ -69,6 +69,16 @@ def ensure_paper_keys(cfg: Config) -> None:
     """
     if cfg.mode != "paper" or not cfg.keys_file:
         return
+    import fcntl
+    # Several paper commands may start at once on a fresh checkout: one writes the keys, the
+    # others read them (two sets would leave the simulator and the engine with different keys).
+    with open(f"{cfg.keys_file}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _ensure_paper_keys_locked(cfg)
+
+
+def _ensure_paper_keys_locked(cfg: Config) -> None:
+    assert cfg.keys_file is not None
     existing = read_key_file(cfg.keys_file)
     wanted = [a for a in (cfg.account_a, cfg.account_b) if str(a.account_index) not in existing]
     if not wanted:

@@ -47,3 +47,18 @@ def test_malformed_hedge_messages_fail_once_and_never_trade(make_cluster):
     good = hedge_fill.apply_async(args=[{**GOOD, "ts_seen_ms": int(time.time() * 1000)}], task_id="good-1")
     assert good.get(timeout=30)["filled_base"] == "0.0100"
     assert c.position(B) == Decimal("-0.0100")
+
+
+def test_a_fill_id_carrying_a_newline_cannot_forge_a_log_line(make_cluster):
+    """Every line of a hedge's journey carries its fill id: one with a newline is written escaped."""
+    from tasks import hedge_fill
+
+    c = make_cluster()
+    c.start_worker()
+    forged = "good-2\nevent=hedge.done fill_id=forged market=ETH"
+    fill = {**GOOD, "fill_id": forged, "ts_seen_ms": int(time.time() * 1000)}
+    assert hedge_fill.apply_async(args=[fill], task_id="good-2").get(timeout=30)["filled_base"] == "0.0100"
+
+    lines = c.log("worker").splitlines()
+    assert not [line for line in lines if line.startswith("event=hedge.done fill_id=forged")]
+    assert [line for line in lines if "event=hedge.done fill_id=good-2\\nevent=hedge.done fill_id=forged" in line]

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.integration.cluster import A, B, BIN
+from tests.integration.cluster import A, B, BIN, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +64,21 @@ def test_bad_config_exits_with_one_line_and_places_no_order(make_cluster, tmp_pa
     assert expected in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert cluster.orders_log(A) == [] and cluster.orders_log(B) == []
+
+
+def test_up_refuses_while_a_deployment_runs_on_that_redis_and_changes_nothing(make_cluster, tmp_path):
+    """A second `lighter-hedge up` used to wipe the running deployment's Redis state."""
+    c = make_cluster()
+    c.start_worker()
+    wait_until(c.store.worker_alive, 30, "the running worker's heartbeat")
+    c.store.pause("ETH", "operator check", by="cli")   # live state the second `up` must not touch
+
+    env = dict(c.env(), LH_RUN_DIR=str(tmp_path / "run"), LH_LOG_DIR=str(tmp_path / "logs"))
+    up = subprocess.run([str(BIN / "lighter-hedge"), "up", "--config", str(c.config_path)],
+                        capture_output=True, text=True, env=env, timeout=60)
+
+    assert up.returncode == 2, (up.stdout, up.stderr)
+    assert "a hedge worker is running" in up.stderr and "nothing was changed" in up.stderr
+    assert "Traceback" not in up.stderr
+    assert c.store.paused("ETH")["reason"] == "operator check"
+    assert not (tmp_path / "run" / "supervisord.pid").exists()

@@ -45,5 +45,7 @@ def test_demo_runs_everything_under_supervisord_and_ends_flat(tmp_path, redis_ur
     assert f"http://127.0.0.1:{flower_port}" in proc.stdout
     # supervisord ran the four programs and shut them down again.
     for program in ("sim", "worker", "maker", "flower"):
-        assert (tmp_path / "logs" / f"{program}.log").exists(), program
+        log = tmp_path / "logs" / f"{program}.log"
+        assert log.exists(), program
+        assert log.stat().st_mode & 0o777 == 0o640, (program, oct(log.stat().st_mode))   # not world-readable
     assert not (tmp_path / "run" / "supervisord.pid").exists()

@@ -169,3 +169,19 @@ def test_hedge_task_run_twice_for_one_fill_sends_one_order(make_cluster):
     assert second["filled_base"] == "0.0000" and second["covered_by_earlier_hedge"] is True
     assert len(creates(c.orders_log(B))) == 1
     assert c.position(B) == Decimal("-0.0100")
+
+
+def test_stopping_the_maker_cancels_a_s_resting_order(make_cluster):
+    """`supervisorctl stop maker` / `lighter-hedge down` send SIGTERM: A's order must not outlive
+    the maker (a fill while it is down would go unhedged until it restarts)."""
+    c = make_cluster()
+    c.start_worker()
+    c.start_maker()
+    c.wait_resting_order()
+    proc = c.procs["maker"]
+
+    c.stop("maker")   # SIGTERM, waits for the exit
+
+    assert proc.returncode == 0, c.log("maker")[-2000:]
+    assert c.active_orders() == []   # cancelled before the process exited, not by the dead-man later
+    assert "event=maker.stopped" in c.log("maker") and "cancel_all=accepted" in c.log("maker")

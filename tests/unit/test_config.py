@@ -199,3 +199,48 @@ def test_unlimited_budget_only_in_paper_mode():
     with pytest.raises(ConfigError, match=r"lighter.tier: expected one of standard, premium, plus, builder "
                                           r"\(unlimited only in paper mode\)"):
         parse_config(live)
+
+
+@pytest.mark.parametrize("path, typo, suggested", [
+    (("strategy",), "max_slippage_bp", "strategy.max_slippage_bps"),
+    (("strategy",), "max_retires", "strategy.max_retries"),
+    (("markets", "ETH"), "quantiy", "markets.ETH.quantity"),
+    (("accounts", "account_b"), "api_key_idx", "accounts.account_b.api_key_index"),
+    (("lighter",), "teir", "lighter.tier"),
+    ((), "strategi", "strategy"),
+])
+def test_a_misspelt_key_is_refused_naming_the_nearest_known_one(path, typo, suggested):
+    """A typo never runs on a default: `max_slippage_bp: 5` would otherwise hedge with 50 bps."""
+    raw = good()
+    sec = raw
+    for key in path:
+        sec = sec[key]
+    sec[typo] = 5
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    where = ".".join((*path, typo))
+    assert str(err.value) == f"{where}: unknown key; did you mean {suggested}?"
+
+
+def test_an_unknown_key_with_no_near_match_lists_the_known_ones():
+    raw = good()
+    raw["strategy"]["colour"] = "blue"
+    with pytest.raises(ConfigError, match=r"strategy\.colour: unknown key; known keys here: maker_order_timeout_s, "):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_timeout_must_be_finite(value):
+    raw = good()
+    raw["strategy"]["hedge_wait_timeout_s"] = value
+    with pytest.raises(ConfigError, match=r"strategy\.hedge_wait_timeout_s: expected a positive, finite number"):
+        parse_config(raw)
+
+
+def test_slippage_is_bounded():
+    raw = good()
+    raw["strategy"]["max_slippage_bps"] = 20000   # B's sells would go out at any price
+    with pytest.raises(ConfigError, match=r"strategy\.max_slippage_bps: expected at most 1000 \(10 %\), got 20000"):
+        parse_config(raw)
+    raw["strategy"]["max_slippage_bps"] = 1000
+    assert parse_config(raw).strategy.max_slippage_bps == Decimal(1000)

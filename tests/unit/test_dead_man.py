@@ -43,9 +43,9 @@ def test_dead_man_below_thirty_seconds_is_refused():
 
 
 @pytest.mark.parametrize("field", ["order_expiry_s", "dead_man_s"])
-@pytest.mark.parametrize("value", ["soon", -1, 0, True])
+@pytest.mark.parametrize("value", ["soon", -1, 0, True, float("nan"), float("inf")])
 def test_not_a_number_of_seconds_is_refused(field, value):
-    with pytest.raises(ConfigError, match=rf"strategy\.{field}: expected a positive number of seconds"):
+    with pytest.raises(ConfigError, match=rf"strategy\.{field}: expected a positive, finite number of seconds"):
         parse_config(_strategy(**{field: value}))
 
 

@@ -272,7 +272,7 @@ class _Started(Exception):
     """Raised where the maker builds its first market loop: the start-up check let it through."""
 
 
-def _run_maker(monkeypatch, redis_url, quantity: str, book):
+def _run_maker(monkeypatch, redis_url, quantity: str, book, book_reads=((0, 1),)):
     import maker.app as app
 
     calls = []
@@ -306,7 +306,7 @@ def _run_maker(monkeypatch, redis_url, quantity: str, book):
     try:
         asyncio.run(app.run_maker(cfg, ["ETH"]))
     finally:
-        assert calls == [(0, 1)]  # one book read, one level
+        assert calls == list(book_reads)  # one book read, one level (none when refused before)
 
 
 def test_the_maker_refuses_to_start_with_a_quantity_below_the_notional_minimum(monkeypatch, redis_url):
@@ -323,3 +323,9 @@ def test_the_maker_refuses_to_start_with_a_quantity_below_the_notional_minimum(m
 def test_the_maker_starts_with_an_accepted_quantity_or_an_empty_book(monkeypatch, redis_url, quantity, book):
     with pytest.raises(_Started):
         _run_maker(monkeypatch, redis_url, quantity, book)
+
+
+def test_the_maker_refuses_to_start_with_a_quantity_finer_than_the_size_step(monkeypatch, redis_url):
+    with pytest.raises(ConfigError) as refused:
+        _run_maker(monkeypatch, redis_url, "0.05001", ([Decimal("1900.00")], [Decimal("1900.50")]), book_reads=())
+    assert str(refused.value) == "markets.ETH.quantity: 0.05001 has more than 4 decimals for ETH"
