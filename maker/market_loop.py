@@ -240,6 +240,13 @@ class MarketLoop:
         max_unhedged_base. Later, a gap is first looked for in A's trades (a fill the stream
         missed); what remains is unexplained and pauses the market.
         """
+        pending = self.store.ledger(self.symbol).pending
+        if pending and not at_start:
+            # A leg in flight (a failed hedge acknowledged by `resume --force`, or one the venue took
+            # and has not executed) would be half-counted: compare once it is settled.
+            log.info("event=maker.reconcile_deferred market=%s legs_open=%d", self.symbol, len(pending))
+            self._reconciled_at = time.monotonic()
+            return
         self._reconcile_due = False
         self._reconciled_at = time.monotonic()
         gap, detail = await self._measure_gap()
@@ -294,7 +301,7 @@ class MarketLoop:
             pause = self.store.paused(self.symbol)
             metrics.PAUSED.labels(self.symbol).set(1 if pause else 0)
             if pause is None:
-                failed = self.store.failed(self.symbol)
+                failed = self.store.unacknowledged_failed(self.symbol)
                 if failed:
                     self._pause(f"{len(failed)} failed hedge(s) remain: {', '.join(sorted(failed))}; "
                                 f"requeue them, then resume")

@@ -206,13 +206,16 @@ def status_command(config_path: str | None, market: str | None, as_json: bool, w
                     click.echo(json.dumps(row, default=str))
                     continue
                 click.echo(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()
-                                    if k not in ("failed_hedges", "pause_reason", "budget")))
+                                    if k not in ("failed_hedges", "pause_reason", "budget", "refused_messages")))
                 if row["pause_reason"]:
                     click.echo(f"  paused: {row['pause_reason']}")
                 for task_id, info in row["failed_hedges"].items():
                     click.echo(f"  failed: {task_id} fill_id={info.get('fill_id')} reason={info.get('reason')}")
             if rows and not as_json:
                 click.echo(budget_line(rows[0]["budget"]))
+                for task_id, info in store.refused().items():
+                    click.echo(f"refused: {task_id} market={info.get('market') or 'unknown'} "
+                               f"reason={info.get('reason')} (nothing traded; clear-refused to forget)")
             shown += 1
             if not watch or (count and shown >= count):
                 return
@@ -243,7 +246,8 @@ def pause_command(config_path: str | None, market: str | None, reason: str) -> N
 @main.command("resume")
 @config_option
 @click.option("--market", default=None, help="default: every market")
-@click.option("--force", is_flag=True, help="resume even with failed hedges left (A stays exposed)")
+@click.option("--force", is_flag=True, help="resume even with failed hedges left (they are acknowledged; A stays "
+                                           "exposed until they are requeued)")
 def resume_command(config_path: str | None, market: str | None, force: bool) -> None:
     """Let A trade again. Refuses while failed hedges remain: requeue them first."""
     cfg = _load(config_path)
@@ -256,8 +260,12 @@ def resume_command(config_path: str | None, market: str | None, force: bool) -> 
                        f"({', '.join(sorted(failed))}); run `lighter-hedge requeue --all-failed` first", err=True)
             code = 1
             continue
+        if failed:   # forced: the maker trades on with these left, until one fails anew
+            store.acknowledge_failed(symbol, sorted(failed))
         store.resume(symbol)
-        click.echo(f"market={symbol} resumed")
+        click.echo(f"market={symbol} resumed" + (f" with {len(failed)} failed hedge(s) acknowledged "
+                                                 f"({', '.join(sorted(failed))}): A stays exposed until they "
+                                                 f"are requeued" if failed else ""))
     sys.exit(code)
 
 
@@ -274,11 +282,34 @@ def requeue_command(config_path: str | None, task_id: str | None, all_failed: bo
     if bool(task_id) == all_failed:
         raise click.UsageError("give a TASK_ID or --all-failed")
     done = requeue(cfg, store, _markets(cfg, market), task_id)
+    if not done and task_id in store.refused():
+        click.echo(f"nothing to requeue: {task_id} is a refused message ({store.refused()[task_id]['reason']}); "
+                   f"nothing was traded, re-running it cannot help - `lighter-hedge clear-refused {task_id}`",
+                   err=True)
+        sys.exit(1)
     if not done:
         click.echo("nothing to requeue" + (f": {task_id} is not a failed hedge" if task_id else ""), err=True)
         sys.exit(1)
     for tid in done:
         click.echo(f"requeued {tid}")
+
+
+@main.command("clear-refused")
+@config_option
+@click.argument("task_id", required=False)
+@click.option("--all", "clear_all", is_flag=True, help="every refused message")
+def clear_refused_command(config_path: str | None, task_id: str | None, clear_all: bool) -> None:
+    """Forget refused task messages (malformed, forged, unknown market) once looked at."""
+    cfg = _load(config_path)
+    store = _store(cfg)
+    if bool(task_id) == clear_all:
+        raise click.UsageError("give a TASK_ID or --all")
+    removed = store.clear_refused(task_id)
+    if not removed:
+        click.echo(f"nothing to clear: {task_id} is not a refused message" if task_id else
+                   "nothing to clear: no refused messages", err=True)
+        sys.exit(1)
+    click.echo(f"cleared {removed} refused message(s)")
 
 
 @main.command("flatten")

@@ -27,7 +27,7 @@ def requeue(cfg: Config, store: Store, markets: list[str], task_id: str | None) 
                 log.error("event=requeue.no_fill task_id=%s", failed_id)
                 continue
             store.mark_inflight(market, failed_id)
-            store.r.hdel(f"lh:failed:{market}", failed_id)
+            store.forget_failed(market, failed_id)
             hedge_fill.apply_async(args=[fill], task_id=failed_id)
             log.info("event=requeue fill_id=%s market=%s task_id=%s", fill.get("fill_id"), market, failed_id)
             done.append(failed_id)

@@ -124,6 +124,9 @@ async def collect(cfg: Config, store: Store, markets: list[str], budget: Request
             "venue_error": venue_error,
             "pause_reason": pause.get("reason") if pause else None,
             "failed_hedges": failed,
+            # Task messages refused before anything traded (malformed, forged, unknown market): of
+            # the whole deployment, the same in every row.
+            "refused_messages": store.refused(),
             "budget": budget_now,   # one per deployment: the same in every market's row
         })
     return rows

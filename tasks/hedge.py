@@ -55,6 +55,11 @@ class PermanentHedgeError(Exception):
     """Fail at once: retrying cannot help (bad fill, unknown market, venue's definite reject)."""
 
 
+class RefusedMessageError(PermanentHedgeError):
+    """A task message that is not a fill of a configured market: nothing was traded. Recorded as
+    refused (not failed): it never halts a market, and re-running it cannot help."""
+
+
 class LegPendingError(Exception):
     """A leg the venue took (or may still take) has not executed yet. Not a failure: the task looks
     again in `retry_in_s` without spending one of its retries; the leg's ExpiredAt bounds the wait."""
@@ -83,7 +88,7 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
         fill = Fill.from_message(fill_msg)
         symbol = cfg.market_by_index(fill.market_index).symbol
     except (InvalidFill, ConfigError) as exc:
-        raise PermanentHedgeError(f"refused fill message: {exc}") from None
+        raise RefusedMessageError(f"refused fill message: {exc}") from None
     spec = await client.market_spec(fill.market_index)
     ctx = f"fill_id={fill.fill_id} market={symbol}"
     sent: list[Leg] = []

@@ -13,7 +13,8 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_r
 from tasks import heartbeat, metrics, runtime
 from venue import log_filters
 from tasks.celery_app import app
-from tasks.hedge import RETRY_ON, LegPendingError, PermanentHedgeError, hedge_one, market_symbol
+from tasks.hedge import (RETRY_ON, LegPendingError, PermanentHedgeError, RefusedMessageError, hedge_one,
+                         market_symbol)
 
 log = logging.getLogger("tasks.hedge_task")
 FEED_WARM_S = 5.0   # the warm-up waits this long for B's order stream (hedges fall back to REST meanwhile)
@@ -33,6 +34,14 @@ class HedgeTask(Task):
         market = market_symbol(runtime.config(), fill)
         reason = f"{type(exc).__name__}: {exc}"
         fill_id = str(fill.get("fill_id")) if isinstance(fill, dict) else "unknown"
+        if isinstance(exc, RefusedMessageError):   # nothing traded: not a failed hedge, no market halts
+            log.warning("event=hedge.refused fill_id=%s market=%s task_id=%s reason=%s", fill_id, market,
+                        task_id, reason)
+            metrics.HEDGES.labels(market, "refused").inc()
+            store = runtime.store()
+            store.record_refused(task_id, reason, fill, None if market == "unknown" else market)
+            store.publish_event({"event": "hedge.refused", "market": market, "task_id": task_id, "reason": reason})
+            return
         log.error("event=hedge.failed fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
         metrics.HEDGES.labels(market, "failed").inc()
         store = runtime.store()

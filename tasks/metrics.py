@@ -37,7 +37,7 @@ FILL_TO_HEDGE_SENT = Histogram(
 FILL_TO_HEDGE_CONFIRMED = Histogram(
     "lh_fill_to_hedge_confirmed_seconds", "Fill frame seen by the maker -> the hedge order's final state read",
     ["market"], buckets=LATENCY_BUCKETS)
-HEDGES = Counter("lh_hedges_total", "Hedge tasks finished, by outcome (hedged, covered, failed)",
+HEDGES = Counter("lh_hedges_total", "Hedge tasks finished, by outcome (hedged, covered, failed, refused)",
                  ["market", "outcome"])
 HEDGE_ORDERS = Counter("lh_hedge_orders_total", "B orders sent, by the venue's answer", ["market", "result"])
 RETRIES = Counter("lh_hedge_retries_total", "Hedge task retries", ["market"])

@@ -224,6 +224,7 @@ class Store:
                        fill_msg: dict[str, Any] | None = None) -> None:
         with self.r.pipeline(transaction=True) as pipe:
             pipe.srem(f"lh:inflight:{market}", task_id)
+            pipe.srem(f"lh:failed_ack:{market}", task_id)   # a new outcome: any old acknowledgement is void
             if ok:
                 pipe.hdel(f"lh:failed:{market}", task_id)
                 # A set, not a counter: a re-run of a hedge (requeue, redelivery) is one hedged fill.
@@ -233,8 +234,50 @@ class Store:
                     {"fill_id": fill_id, "reason": reason, "fill": fill_msg, "ts_ms": now_ms()}))
             pipe.execute()
 
+    def record_refused(self, task_id: str, reason: str, message: Any, market: str | None) -> None:
+        """A task message refused before anything was traded (malformed, forged, unknown market):
+        kept for the operator (`status`, `clear-refused`), never counted as a failed hedge."""
+        text = repr(message)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset("lh:refused", task_id, json.dumps({
+                "reason": reason, "market": market, "message": text[:500] + ("..." if len(text) > 500 else ""),
+                "ts_ms": now_ms()}))
+            if market is not None:
+                pipe.srem(f"lh:inflight:{market}", task_id)
+            pipe.execute()
+
+    def refused(self) -> dict[str, dict[str, Any]]:
+        return {k: json.loads(v) for k, v in self.r.hgetall("lh:refused").items()}
+
+    def clear_refused(self, task_id: str | None = None) -> int:
+        """Forget one refused message, or all of them: how many were removed."""
+        if task_id is not None:
+            return int(self.r.hdel("lh:refused", task_id))
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hlen("lh:refused")
+            pipe.delete("lh:refused")
+            count, _ = pipe.execute()
+        return int(count)
+
     def failed(self, market: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(f"lh:failed:{market}").items()}
+
+    def acknowledge_failed(self, market: str, task_ids: list[str]) -> None:
+        """`resume --force`: the operator let A trade with these failed hedges left (A exposed)."""
+        if task_ids:
+            self.r.sadd(f"lh:failed_ack:{market}", *task_ids)
+
+    def unacknowledged_failed(self, market: str) -> dict[str, dict[str, Any]]:
+        """Failed hedges that keep the market paused: all but those a forced resume acknowledged."""
+        acknowledged = self.r.smembers(f"lh:failed_ack:{market}")
+        return {k: v for k, v in self.failed(market).items() if k not in acknowledged}
+
+    def forget_failed(self, market: str, task_id: str) -> None:
+        """A failed hedge requeued: no longer failed (nor acknowledged) until its new outcome."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hdel(f"lh:failed:{market}", task_id)
+            pipe.srem(f"lh:failed_ack:{market}", task_id)
+            pipe.execute()
 
     # ---- pause (survives restarts; only `resume` ends it) --------------------------------------
 

@@ -185,3 +185,22 @@ def test_stopping_the_maker_cancels_a_s_resting_order(make_cluster):
     assert proc.returncode == 0, c.log("maker")[-2000:]
     assert c.active_orders() == []   # cancelled before the process exited, not by the dead-man later
     assert "event=maker.stopped" in c.log("maker") and "cancel_all=accepted" in c.log("maker")
+
+
+def test_a_forced_resume_holds_and_names_the_failed_hedges_it_acknowledged(make_cluster):
+    """`resume --force` used to print "resumed" while the maker re-paused within half a second."""
+    c = make_cluster(strategy={"max_retries": 1, "retry_backoff_max_s": 1})
+    c.start_worker()
+    c.start_maker()
+    c.sim.admin("/admin/faults", {"http_5xx_rate": 1.0, "accounts": [B]})
+    c.fill(c.wait_resting_order(), ["0.0500"])
+    wait_until(lambda: c.store.paused("ETH"), 60, "the maker to pause after the hedge failed")
+    failed = sorted(c.store.failed("ETH"))
+    c.sim.admin("/admin/faults", {})
+
+    forced = c.cli("resume", "--force")
+
+    assert forced.returncode == 0, forced.stderr
+    assert f"with 1 failed hedge(s) acknowledged ({failed[0]}): A stays exposed" in forced.stdout
+    wait_until(lambda: [o for o in c.active_orders() if o["is_ask"]], 30, "A quoting again after the forced resume")
+    assert c.store.paused("ETH") is None and sorted(c.store.failed("ETH")) == failed   # still listed, acknowledged
