@@ -171,7 +171,7 @@ class LedgerHint:
             seq = msg.get("leg_seq")
             return cls(fills=int(msg["fills"]), a_filled=int(msg["a_filled"]), hedged=int(msg["hedged"]),
                        pending_legs=int(msg["pending_legs"]), leg_seq=None if seq is None else int(seq))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):   # inf or nan from a forged message
             return None
 
 
