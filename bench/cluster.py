@@ -19,7 +19,7 @@ import redis
 import yaml
 
 from venue.keys import read_key_file, write_key_file
-from venue.sim.harness import SimProcess, free_port, profile_config, start_sim
+from venue.sim.harness import SimProcess, fill_new_orders, free_port, profile_config, start_sim
 from venue.sim.harness import wait_until as harness_wait_until
 
 A, B, C, MASTER = 281001, 281002, 281003, 281000  # C: the floor script's own account
@@ -199,13 +199,7 @@ class BenchCluster:
 
     def fill_new_orders(self, filled: set[int]) -> None:
         """Fill each of A's resting orders not in `filled` whole, once (adds it to `filled`)."""
-        for order in self.active_orders():
-            if order["order_index"] not in filled:
-                filled.add(order["order_index"])
-                try:
-                    self.fill(order, [order["remaining_base_amount"]])
-                except Exception:  # noqa: BLE001 - cancelled meanwhile: the next one comes
-                    pass
+        fill_new_orders(self, filled)
 
     def metrics(self, which: str) -> dict[str, float]:
         """The maker's or worker's Prometheus metrics, flattened: 'name{labels}' -> value."""

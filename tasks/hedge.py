@@ -120,7 +120,7 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
         if len(sent) >= MAX_LEGS_PER_TASK:
             raise PermanentHedgeError(f"still unhedged after {MAX_LEGS_PER_TASK} hedge orders; {ctx}")
         sent.append(await _open_and_send_leg(cfg, store, client, spec, symbol, fill, split, ctx, feed,
-                                             fence_nonce, [leg.leg for leg in ledger.pending]))
+                                             fence_nonce, ledger.pending))
         ledger = store.ledger(symbol)
 
     metrics.UNHEDGED.labels(symbol).set(float(spec.base_from_int(ledger.unhedged)))
@@ -199,7 +199,7 @@ def _rate_limited(cfg: Config, store: Store, symbol: str, count: int, ctx: str) 
 
 async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
                              fill: Fill, split, ctx: str, feed: VenueFeed | None, fence_nonce: int | None,
-                             fenced: list[int]) -> Leg:
+                             open_legs: list[Leg]) -> Leg:
     # Rate limit and write-ahead in one atomic step: the leg (with its nonce) is stored before the
     # wire call. A fence takes the nonce of the open legs it fences instead of the next one.
     if fence_nonce is not None:
@@ -212,18 +212,20 @@ async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spe
         _rate_limited(cfg, store, symbol, count, ctx)
     if fence_nonce is not None:
         log.info("event=hedge.fence %s leg=%d nonce=%d fences_legs=%s", ctx, leg.leg, nonce,
-                 ",".join(map(str, fenced)))
+                 ",".join(str(other.leg) for other in open_legs if other.nonce == fence_nonce))
     signed_tx = await client.sign_market(spec, leg.client_order_index, leg.is_ask,
                                          spec.base_from_int(leg.base_int), leg.worst_price_int, nonce=nonce)
-    return await _send_leg(cfg, store, client, spec, symbol, fill, leg, signed_tx, ctx, "after_read", feed)
+    return await _send_leg(cfg, store, client, spec, symbol, fill, leg, signed_tx, ctx, "after_read", feed,
+                           open_legs)
 
 
 async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
                     fill: Fill, leg: Leg, signed_tx: SignedTx, ctx: str, signed_when: str,
-                    feed: VenueFeed | None = None) -> Leg:
+                    feed: VenueFeed | None = None, open_legs: list[Leg] = ()) -> Leg:
     """Send a leg already written ahead and signed; settle it on the venue's final word.
 
-    signed_when: "early" (signed while the ledger was read back) or "after_read".
+    signed_when: "early" (signed while the ledger was read back) or "after_read". `open_legs`: the
+    market's other open legs when it was opened (those it may fence; none on the early path).
     """
     log.info("event=hedge.sending %s leg=%d client_order_index=%d nonce=%s side=%s base=%s worst_price=%s "
              "signed=%s", ctx, leg.leg, leg.client_order_index, leg.nonce, "sell" if leg.is_ask else "buy",
@@ -242,7 +244,7 @@ async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: Market
         leg = leg.sent(sent_ms, signed_tx.tx_hash, signed_tx.expired_at_ms).taken("answered 200", outcome.tx_hash or None)
         store.update_leg(symbol, leg)
         _nonce_taken(store, client, leg)
-        _close_fenced(store, symbol, leg, ctx)
+        _close_fenced(store, symbol, leg, ctx, open_legs)
         if sent_s is not None:
             metrics.FILL_TO_HEDGE_SENT.labels(symbol).observe(sent_s)
         # B's order stream says when the order executed (the venue's taker delay); REST only as fallback.
@@ -250,7 +252,7 @@ async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: Market
         if order is None or not order.is_final:
             raise LegPendingError(f"hedge order {leg.client_order_index} taken, not executed within "
                                   f"{CONFIRM_TIMEOUT_S}s; {ctx}")
-        leg = _settle(store, spec, symbol, leg, order, ctx)
+        leg = _settle(store, spec, symbol, leg, order)   # its fenced siblings were closed when it was taken
         confirmed_s = metrics.since_us(fill.ts_seen_us)
         if confirmed_s is not None:
             metrics.FILL_TO_HEDGE_CONFIRMED.labels(symbol).observe(confirmed_s)
@@ -296,9 +298,11 @@ def _nonce_taken(store: Store, client: VenueClient, leg: Leg) -> None:
     store.note_nonce_taker(client.account_index, client.api_key_index, leg.nonce, taker)
 
 
-def _close_fenced(store: Store, symbol: str, taker: Leg, ctx: str) -> None:
-    """The venue took `taker` with its nonce: every other open leg signed with that nonce never can."""
-    for other in store.ledger(symbol).pending:
+def _close_fenced(store: Store, symbol: str, taker: Leg, ctx: str, open_legs: list[Leg]) -> None:
+    """The venue took `taker` with its nonce: every other open leg signed with that nonce never can.
+    `open_legs`: the market's open legs as the caller last read them (a closed one is skipped by
+    close_leg), so the hot path reads no ledger for this."""
+    for other in open_legs:
         if other.leg != taker.leg and other.nonce == taker.nonce and other.api_key_index == taker.api_key_index:
             if store.close_leg(symbol, other.rejected(f"nonce {taker.nonce} taken by leg {taker.leg}")):
                 log.info("event=hedge.resolved %s leg=%d client_order_index=%d state=REJECTED why=%r", ctx,
@@ -353,8 +357,9 @@ async def _resolve_leg(cfg: Config, store: Store, client: VenueClient, spec: Mar
     verdict = res.verdict
     if verdict is Verdict.SETTLE:
         assert order is not None
-        leg = _settle(store, spec, symbol, leg, order, ctx)
+        leg = _settle(store, spec, symbol, leg, order)
         _nonce_taken(store, client, leg)
+        _close_fenced(store, symbol, leg, ctx, open_legs)
     elif verdict is Verdict.TAKEN:
         witness = ("listed" if order is not None else "known by hash" if ev.tx_known
                    else NONCE_MOVED if ev.next_nonce is not None else "taken")
@@ -426,10 +431,9 @@ async def _evidence(store: Store, client: VenueClient, leg: Leg, open_legs: list
                     nonce_taken_by_other=taken_by_other)
 
 
-def _settle(store: Store, spec: MarketSpec, symbol: str, leg: Leg, order: OrderView, ctx: str) -> Leg:
+def _settle(store: Store, spec: MarketSpec, symbol: str, leg: Leg, order: OrderView) -> Leg:
     leg = leg.executed(order.status, order.order_index, spec.base_to_int(order.filled_base), str(order.filled_quote))
     store.close_leg(symbol, leg)
-    _close_fenced(store, symbol, leg, ctx)
     return leg
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from tests.integration.cluster import A, B, wait_until
+from venue.sim.harness import fill_new_orders
 
 pytestmark = pytest.mark.integration
 Q = Decimal("0.0500")
@@ -23,13 +24,7 @@ def _fill_rounds(c, n: int, timeout_s: float = 90) -> None:
     filled: set[int] = set()
 
     def step():
-        for order in c.active_orders():
-            if order["order_index"] not in filled:
-                filled.add(order["order_index"])
-                try:
-                    c.fill(order, [order["remaining_base_amount"]])
-                except Exception:  # noqa: BLE001 - cancelled meanwhile: the next order comes
-                    pass
+        fill_new_orders(c, filled)
         return _rounds(c) >= target
     wait_until(step, timeout_s, f"{n} rounds", interval_s=0.05)
 

@@ -56,6 +56,18 @@ class AdminCallError(RuntimeError):
         self.body = body
 
 
+def fill_new_orders(cluster, filled: set[int]) -> None:
+    """Fill each of A's resting orders on `cluster` (anything with active_orders() and fill())
+    not in `filled` whole, once (adds it to `filled`). Shared by the tests and the benchmarks."""
+    for order in cluster.active_orders():
+        if order["order_index"] not in filled:
+            filled.add(order["order_index"])
+            try:
+                cluster.fill(order, [order["remaining_base_amount"]])
+            except Exception:  # noqa: BLE001 - cancelled meanwhile: the next one comes
+                pass
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition",
                interval_s: float = 0.02) -> Any:
     """Poll `predicate` until truthy (returns its value); fail after `timeout_s` saying what did not happen.

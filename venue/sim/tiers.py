@@ -62,6 +62,8 @@ def endpoint_name(path: str) -> str:
 
 
 def endpoint_weight(endpoint: str) -> int:
+    # The venue's own table, kept apart from the engine's (hedge/budget.py) on purpose: the
+    # simulator is the oracle the engine's budget is tested against, so it must not share its mistakes.
     if endpoint in _WEIGHTS:
         return _WEIGHTS[endpoint]
     if endpoint.startswith(_HEAVY_PREFIXES):
