@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test ensure-redis bench-latency bench-burst bench-cycle bench-requests
+.PHONY: venv demo test ensure-redis bench-latency bench-burst bench-cycle bench-requests bench-soak
 
 $(BIN)/lighter-hedge: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,3 +35,6 @@ bench-cycle: venv ensure-redis
 
 bench-requests: venv ensure-redis
 	$(BIN)/python -m bench requests
+
+bench-soak: venv ensure-redis
+	$(BIN)/python -m bench soak --fills 20000

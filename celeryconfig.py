@@ -2,7 +2,7 @@
 
 Broker and backend come from config.yaml's redis section (LH_REDIS_URL overrides it).
 """
-from ops.settings import load_config, result_keyprefix
+from ops.settings import FAILED_RESULT_TTL_S, RESULT_TTL_S, load_config, result_keyprefix
 
 _cfg = load_config()
 
@@ -32,7 +32,9 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 # Keep name, args and queue with the result: a failed hedge can be re-queued with its fill.
 result_extended = True
-result_expires = 7 * 24 * 3600
+# Results expire (ops/settings.py says why these lifetimes): Redis keeps no history of its own.
+result_expires = RESULT_TTL_S
+result_failure_expires = FAILED_RESULT_TTL_S
 # No STARTED write to the result backend: it is one more Redis round trip (with the extended
 # meta) between a hedge's arrival and its wire call. Flower still sees a task start through the
 # worker's task-started event; `lighter-hedge status` shows hedges in flight from Redis.

@@ -1,4 +1,4 @@
-"""`python -m bench latency|burst|cycle|requests`: benchmarks on the simulator with the real Redis and real
+"""`python -m bench latency|burst|cycle|requests|soak`: benchmarks on the simulator with the real Redis and real
 `lighter-hedge worker` / `maker` processes. Each prints one `key=value` per line.
 
 Each run starts its own simulator, worker and maker on loopback, in a Redis db of its own (1..15,
@@ -325,7 +325,21 @@ def main(argv: list[str] | None = None) -> int:
     req.add_argument("--tier", choices=("standard", "premium"), default="standard")
     req.add_argument("--rounds", type=int, default=10)
     req.add_argument("--max-seconds", type=float, default=300.0)
+    soak = sub.add_parser("soak", help="memory growth per 1,000 fills through the real stack (bench/soak.py)")
+    soak.add_argument("--fills", type=int, default=20_000)
+    soak.add_argument("--per-order", type=int, default=20, help="fills (trades) per order of A")
+    soak.add_argument("--retention-s", type=float, default=60.0,
+                      help="ledger.retention_s of the run (0: the config's default)")
+    soak.add_argument("--prune-interval-s", type=float, default=5.0)
+    soak.add_argument("--warm-share", type=float, default=0.2, help="share of the fills before the warm point")
+    soak.add_argument("--flower", action="store_true", help="also run Flower (--max_tasks as supervisord.conf)")
+    soak.add_argument("--memtrace", action="store_true",
+                      help="tracemalloc in the maker: its log compares the end with the warm point")
     a = p.parse_args(argv)
+    if a.cmd == "soak":
+        from bench.soak import soak as run_soak
+        return run_soak(a.fills, a.per_order, a.retention_s, a.prune_interval_s, a.warm_share, a.flower,
+                        a.memtrace, a.keep)
     if a.cmd == "latency":
         return latency(a.fills, a.per_order, a.floor_samples, a.gap_ms / 1000, a.keep)
     if a.cmd == "burst":

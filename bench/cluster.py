@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any, Callable
 import redis
 import yaml
 
-from venue.keys import read_key_file, write_key_file
+from venue.keys import TASK_SIGNING_KEY_FIELD, read_key_file, write_key_file
 from venue.sim.harness import SimProcess, fill_new_orders, free_port, profile_config, start_sim
 from venue.sim.harness import wait_until as harness_wait_until
 
@@ -56,6 +57,9 @@ def make_keys(path: str, accounts: list[tuple[int, int]]) -> None:
     """Throwaway API keys for paper accounts (generated in a child: the Go signer stays out of here)."""
     existing = read_key_file(path)
     wanted = [(a, k) for a, k in accounts if str(a) not in existing]
+    if not existing.get(TASK_SIGNING_KEY_FIELD):
+        existing[TASK_SIGNING_KEY_FIELD] = secrets.token_hex(32)   # maker and worker sign/check hedge messages
+        write_key_file(path, existing)
     if not wanted:
         return
     code = ("import json, lighter\nout = []\n"

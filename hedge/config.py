@@ -30,6 +30,9 @@ RENAMED = {
 # speed bump) on the venue's clock: 30 s of slack keeps an expiry at the minimum from being refused (21711).
 MIN_ORDER_EXPIRY_S = 330
 MIN_DEAD_MAN_S = 30        # a re-arm every 15 s at most: 4 of the 60 requests a minute on Standard
+# A fill is pruned from Redis only this long after it was seen: a trade of A older than the retention
+# that was never delivered would then be taken for a replay (README "Guarantees").
+MIN_RETENTION_S = 60
 
 
 class ConfigError(ValueError):
@@ -71,12 +74,50 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class LedgerConfig:
+    """How long the ledger's history stays in Redis; older history goes to a JSON-lines archive
+    (tasks/retention.py). Totals, open legs and unfinished hedges are never moved."""
+
+    retention_s: float = 3600.0
+    prune_interval_s: float = 30.0
+    archive_path: str = "logs/ledger-archive.jsonl"   # relative to the config file
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """Prometheus endpoints (prometheus-client); port 0 = off."""
 
     maker_port: int = 0
     worker_port: int = 0
     host: str = "127.0.0.1"
+    alerter_port: int = 0           # the alerter (ops/alerter.py): hedge.b's length, consumer presence, alerts
+
+
+ALERT_FORMATS = ("plain", "slack", "telegram")
+ALERT_KINDS = ("paused", "resumed", "hedge_failed", "no_consumer", "budget_exhausted", "flatten")
+CONSUMER_CHECKS = ("heartbeat", "heartbeat+inspect")
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """The alerter (`lighter-hedge alerter`, ops/alerter.py): webhook alerts a person reads.
+
+    The webhook URL is a secret (Slack's and Telegram's carry their token): it is read from the
+    environment variable named by `webhook_url_env` (or the alerter's $LH_KEYS_FILE, written by `up`),
+    never from this file and never logged."""
+
+    enabled: bool = False                       # `up` runs the alerter under supervisord
+    webhook_url_env: str = "LH_ALERT_WEBHOOK_URL"
+    format: str = "plain"                       # plain JSON, slack {"text"}, telegram {"chat_id", "text"}
+    telegram_chat_id: int | str | None = None
+    kinds: tuple[str, ...] = ALERT_KINDS
+    no_consumer_s: float = 60.0                 # no consumer on hedge.b this long alerts
+    consumer_check: str = "heartbeat+inspect"   # the worker's heartbeat, and Celery's inspect of hedge.b
+    budget_wait_s: float = 10.0                 # a request that waits this long for the budget publishes budget.exhausted
+    budget_clear_s: float = 120.0               # budget_exhausted resolves this long after the last one
+    poll_interval_s: float = 2.0
+    delivery_attempts: int = 5
+    delivery_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +138,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Lighter's request budget of A and B's L1 address (hedge.budget; venue/budget.py enforces it).
     rate_limit: RateLimit = field(default_factory=lambda: rate_limit_for_tier("standard"))
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def market(self, symbol: str) -> MarketConfig:
         try:
@@ -118,7 +161,7 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError("config: expected a YAML mapping at the top level")
     _refuse_renamed(raw)
     refuse_unknown_keys(raw, "", KNOWN_KEYS[""])
-    for section in ("lighter", "redis", "accounts", "strategy", "flower", "metrics"):
+    for section in ("lighter", "redis", "accounts", "strategy", "flower", "metrics", "ledger", "alerts"):
         if isinstance(raw.get(section), Mapping):
             refuse_unknown_keys(raw[section], section, KNOWN_KEYS[section])
     mode = _choice(raw, "mode", MODES, default="paper")
@@ -160,12 +203,14 @@ def parse_config(raw: Any) -> Config:
                   redis_url=redis_url, result_backend_url=result_backend_url, keys_file=keys_file,
                   account_a=a, account_b=b, markets=markets, strategy=strategy,
                   flower_port=flower_port, sim=dict(sim), metrics=_metrics(raw.get("metrics")),
-                  rate_limit=_rate_limit(lighter, mode, sim, (a.account_index, b.account_index)))
+                  rate_limit=_rate_limit(lighter, mode, sim, (a.account_index, b.account_index)),
+                  ledger=_ledger(raw.get("ledger")), alerts=_alerts(raw.get("alerts")))
 
 
 # Every key each section knows: anything else is a typo that would otherwise run on a default.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("mode", "lighter", "redis", "keys_file", "accounts", "markets", "strategy", "flower", "metrics", "sim"),
+    "": ("mode", "lighter", "redis", "keys_file", "accounts", "markets", "strategy", "flower", "metrics", "sim",
+         "ledger", "alerts"),
     "lighter": ("base_url", "ws_url", "chain_id", "tier", "rate_limit", "hedge_reserve"),
     "redis": ("url", "result_backend_url"),
     "accounts": ("account_a", "account_b"),
@@ -175,7 +220,10 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
                  "hedge_wait_timeout_s", "max_hedges_per_minute", "reconcile_interval_s", "order_expiry_s",
                  "dead_man_s"),
     "flower": ("port",),
-    "metrics": ("maker_port", "worker_port", "host"),
+    "metrics": ("maker_port", "worker_port", "host", "alerter_port"),
+    "ledger": ("retention_s", "prune_interval_s", "archive_path"),
+    "alerts": ("enabled", "webhook_url_env", "format", "telegram_chat_id", "kinds", "no_consumer_s", "consumer_check",
+               "budget_wait_s", "budget_clear_s", "poll_interval_s", "delivery_attempts", "delivery_timeout_s"),
 }
 MAX_SLIPPAGE_BPS = Decimal(1000)   # 10 %: beyond this a "hedge" is a market order at any price
 
@@ -337,22 +385,92 @@ def _seconds_at_least(sec: Mapping[str, Any], name: str, default: float, minimum
     return value
 
 
+def _ledger(sec: Any) -> LedgerConfig:
+    if sec is None:
+        return LedgerConfig()
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"ledger: expected a mapping with retention_s, prune_interval_s, archive_path, "
+                          f"got {type(sec).__name__}")
+    default = LedgerConfig()
+    path = sec.get("archive_path", default.archive_path)
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"ledger.archive_path: expected a file path, got {path!r}")
+    return LedgerConfig(
+        retention_s=_seconds_at_least(sec, "ledger.retention_s", default.retention_s, MIN_RETENTION_S,
+                                      "a trade of A not delivered within it would be taken for a replay"),
+        prune_interval_s=_seconds(sec, "ledger.prune_interval_s", default.prune_interval_s),
+        archive_path=path)
+
+
 def _metrics(sec: Any) -> MetricsConfig:
     if sec is None:
         return MetricsConfig()
     if not isinstance(sec, Mapping):
         raise ConfigError(f"metrics: expected a mapping with maker_port, worker_port, got {type(sec).__name__}")
-    unknown = sorted(set(sec) - {"maker_port", "worker_port", "host"})
+    unknown = sorted(set(sec) - {"maker_port", "worker_port", "host", "alerter_port"})
     if unknown:
-        raise ConfigError(f"metrics.{unknown[0]}: unknown key; expected maker_port, worker_port, host")
+        raise ConfigError(f"metrics.{unknown[0]}: unknown key; expected maker_port, worker_port, host, alerter_port")
     maker_port = _int(sec, "metrics.maker_port", default=0, minimum=0, maximum=65535)
     worker_port = _int(sec, "metrics.worker_port", default=0, minimum=0, maximum=65535)
     if maker_port and maker_port == worker_port:
         raise ConfigError(f"metrics.worker_port: must differ from metrics.maker_port ({maker_port})")
+    alerter_port = _int(sec, "metrics.alerter_port", default=0, minimum=0, maximum=65535)
+    if alerter_port and alerter_port in (maker_port, worker_port):
+        raise ConfigError(f"metrics.alerter_port: must differ from metrics.maker_port and metrics.worker_port "
+                          f"({alerter_port})")
     host = sec.get("host", "127.0.0.1")
     if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", host):
         raise ConfigError(f"metrics.host: expected an address to listen on like '127.0.0.1', got {host!r}")
-    return MetricsConfig(maker_port=maker_port, worker_port=worker_port, host=host)
+    return MetricsConfig(maker_port=maker_port, worker_port=worker_port, host=host, alerter_port=alerter_port)
+
+
+def _alerts(sec: Any) -> AlertsConfig:
+    if sec is None:
+        return AlertsConfig()
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"alerts: expected a mapping with enabled, webhook_url_env, format, ..., "
+                          f"got {type(sec).__name__}")
+    if "webhook_url" in sec or "url" in sec:
+        raise ConfigError("alerts.webhook_url: the webhook URL carries its token (Slack, Telegram): never in "
+                          "config.yaml; put it in the environment variable named by alerts.webhook_url_env")
+    default = AlertsConfig()
+    enabled = sec.get("enabled", default.enabled)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"alerts.enabled: expected true or false, got {enabled!r}")
+    env = sec.get("webhook_url_env", default.webhook_url_env)
+    if not isinstance(env, str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
+        raise ConfigError(f"alerts.webhook_url_env: expected an environment variable name like "
+                          f"LH_ALERT_WEBHOOK_URL, got {env!r}")
+    fmt = _choice_in(sec, "alerts.format", ALERT_FORMATS, default.format)
+    chat_id = sec.get("telegram_chat_id")
+    if chat_id is not None and (isinstance(chat_id, bool) or not isinstance(chat_id, (int, str))
+                                or (isinstance(chat_id, str) and not re.fullmatch(r"@?[A-Za-z0-9_\-]+", chat_id))):
+        raise ConfigError(f"alerts.telegram_chat_id: expected a chat id like -1001234567890 or '@channel', "
+                          f"got {chat_id!r}")
+    if fmt == "telegram" and chat_id is None:
+        raise ConfigError("alerts.telegram_chat_id: missing; alerts.format telegram posts to one chat: give its id "
+                          "(e.g. -1001234567890 or '@channel')")
+    kinds = sec.get("kinds", list(default.kinds))
+    if not isinstance(kinds, list) or not kinds or any(k not in ALERT_KINDS for k in kinds):
+        raise ConfigError(f"alerts.kinds: expected a non-empty list of {', '.join(ALERT_KINDS)}, got {kinds!r}")
+    return AlertsConfig(
+        enabled=enabled, webhook_url_env=env, format=fmt, telegram_chat_id=chat_id,
+        kinds=tuple(dict.fromkeys(kinds)),
+        no_consumer_s=_seconds(sec, "alerts.no_consumer_s", default.no_consumer_s),
+        consumer_check=_choice_in(sec, "alerts.consumer_check", CONSUMER_CHECKS, default.consumer_check),
+        budget_wait_s=_seconds(sec, "alerts.budget_wait_s", default.budget_wait_s),
+        budget_clear_s=_seconds(sec, "alerts.budget_clear_s", default.budget_clear_s),
+        poll_interval_s=_seconds(sec, "alerts.poll_interval_s", default.poll_interval_s),
+        delivery_attempts=_int(sec, "alerts.delivery_attempts", default=default.delivery_attempts, minimum=1,
+                               maximum=20),
+        delivery_timeout_s=_seconds(sec, "alerts.delivery_timeout_s", default.delivery_timeout_s))
+
+
+def _choice_in(sec: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = sec.get(name.split(".")[-1], default)
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _rate_limit(lighter: Mapping[str, Any], mode: str, sim: Mapping[str, Any],

@@ -192,3 +192,24 @@ def speculative_split(hint: LedgerHint | None, fills_seen: int | None, spec: Mar
         return None
     split = split_hedge(spec.base_from_int(hint.a_filled - hint.hedged), spec, worst_price)
     return split if split.order_signed != 0 else None
+
+
+def b_position_problem(hedged: Decimal, order_signed: Decimal, max_position_base: Decimal) -> str | None:
+    """Why B must not send `order_signed` (A's direction), or None: B's position as the ledger knows
+    it (what its settled legs took off, opposite to A) would end beyond max_position_base - a size
+    A itself can never reach, so the ledger was corrupted or the config shrank under a position."""
+    after = -(hedged + order_signed)
+    if abs(after) <= max_position_base:
+        return None
+    return (f"hedging {order_signed} would take B's position to {after}, beyond max_position_base "
+            f"{max_position_base} (A never goes beyond it; check the ledger with `lighter-hedge status`, "
+            f"`lighter-hedge repair`)")
+
+
+def fill_bound_problem(base_amount: Decimal, max_position_base: Decimal, max_unhedged_base: Decimal) -> str | None:
+    """Why a fill of A is impossible, or None: no order of A is larger than max_position_base, and
+    no gap the maker hedges at start larger than max_unhedged_base."""
+    bound = max(max_position_base, max_unhedged_base)
+    if base_amount <= bound:
+        return None
+    return f"fill of {base_amount} exceeds what A can fill ({bound}: max_position_base / max_unhedged_base)"

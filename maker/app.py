@@ -13,31 +13,44 @@ import redis.asyncio as aioredis
 from hedge.accounts import same_master_problem
 from hedge.config import Config, ConfigError
 from hedge.fill import Fill
+from hedge.flatten import FLATTEN_A_EVENT, FlattenError
 from hedge.money import AmountError
 from hedge.plan import quote_size_problem
 from maker.dead_man import run_dead_man
 from maker.hedges import HedgeDispatcher
 from maker.market_loop import MarketLoop
-from tasks import metrics
+from tasks import memtrace, metrics
+from tasks.flatten_task import request_body, verify_request
+from tasks.key_lease import KeyLeaseHolder
+from tasks.retention import LedgerRetention, run_retention
+from tasks.signing import MessageSigner, UnauthenticatedMessage
 from tasks.store import Store, control_channel
 from venue.budget import budget_from_config
 from venue.client import VenueClient
 from venue.feed import VenueFeed
-from venue.keys import private_key
+from venue.keys import private_key, task_signing_key
 from venue.stream import AccountStream
 
 log = logging.getLogger("maker.app")
+GENERATION_CHECK_S = 1.0      # one Redis GET a second; no venue request
 STOP_CANCEL_TIMEOUT_S = 15.0   # supervisord waits 30 s (stopwaitsecs) before it kills
 
 
 async def run_maker(cfg: Config, symbols: list[str]) -> None:
     store = Store.from_url(cfg.redis_url)
+    # The only sender on A's key (tasks/key_lease.py): a flatten holding it (no maker ran) is waited for.
+    a_lease = KeyLeaseHolder(store, cfg.account_a, "maker")
+    await asyncio.to_thread(a_lease.take_waiting, ("maker",))
+    a_lease.start_renewing()
     # One request budget with the worker and the CLI (Lighter counts A and B together).
     budget = budget_from_config(cfg, store.r)
     client = await VenueClient.open(cfg.base_url, cfg.account_a, private_key(cfg, cfg.account_a),
                                     chain_id=cfg.chain_id, budget=budget, process="maker")
     client.order_expiry_s = cfg.strategy.order_expiry_s
-    dispatcher = HedgeDispatcher(store)
+    # The ledger generation this maker works in: if Redis loses its data, the ledger scripts refuse
+    # its writes (LedgerLostError) and the maker exits, to start over with the reconcile at start.
+    store.expected_generation = store.ensure_generation()
+    dispatcher = HedgeDispatcher(store, MessageSigner(task_signing_key(cfg)))
     loops: dict[int, MarketLoop] = {}
     resumed: dict[str, asyncio.Event] = {}
     # A's positions from account_all's snapshot and position frames, with when they arrived.
@@ -117,12 +130,24 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
             loop.stream_connected = stream.connected
         metrics.serve(cfg.metrics.maker_port, cfg.metrics.host, "maker")
         metrics.watch_budget(budget, "maker")
+        flatten_auth = MessageSigner(task_signing_key(cfg))
+        flattens: set[asyncio.Task] = set()
+
+        def on_flatten(event: dict) -> None:
+            """`lighter-hedge flatten` asks this maker, the only sender on A's key, to close A."""
+            task = asyncio.create_task(_flatten_a(store, flatten_auth, loops, event), name="flatten")
+            flattens.add(task)
+            task.add_done_callback(flattens.discard)
+
         log.info("event=maker.start markets=%s account=%d mode=%s", ",".join(symbols),
                  cfg.account_a.account_index, cfg.mode)
         jobs = [asyncio.create_task(stream.run(), name="stream"), asyncio.create_task(feed.run(), name="feed"),
-                asyncio.create_task(_control_listener(cfg.redis_url, resumed, loops), name="control")]
+                asyncio.create_task(_control_listener(cfg.redis_url, resumed, loops, on_flatten), name="control")]
         jobs += [asyncio.create_task(loop.run(stream.connected), name=f"loop-{loop.symbol}")
                  for loop in loops.values()]
+        # The ledger's history out of Redis (config ledger:), off the event loop.
+        jobs.append(asyncio.create_task(run_retention(LedgerRetention(store, list(symbols), cfg.ledger),
+                                                      cfg.ledger.prune_interval_s), name="retention"))
 
         def not_alive() -> str | None:
             """The dead-man re-arms only while every job of this maker runs and the worker beats."""
@@ -131,21 +156,27 @@ async def run_maker(cfg: Config, symbols: list[str]) -> None:
                 return f"maker_task_ended:{ended[0]}"
             return None if store.worker_alive() else "worker_heartbeat_expired"
         jobs.append(asyncio.create_task(run_dead_man(client, cfg.strategy.dead_man_s, not_alive), name="dead_man"))
+        jobs.append(asyncio.create_task(_watch_generation(store), name="generation"))
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):   # supervisorctl stop, lighter-hedge down, Ctrl-C
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        memtrace.install(asyncio.get_running_loop())   # SIGUSR2: gc, give freed memory back, log RSS
         stopping = asyncio.create_task(stop.wait(), name="stop")
         pending: set[asyncio.Task] = {*jobs, stopping}
-        while True:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if stopping in done:
-                break
-            for job in done:
-                job.result()  # re-raise: supervisord restarts a maker that died, and the log says why
-        await _stop(client, jobs)
+        try:
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
+                    break
+                for job in done:
+                    job.result()  # re-raise: supervisord restarts a maker that died, and the log says why
+        finally:
+            stopping.cancel()
+            await _stop(client, jobs)   # stopped or died: nothing of A rests behind it
     finally:
         dispatcher.close()
         await client.close()
+        a_lease.release()
 
 
 async def _stop(client: VenueClient, jobs: list[asyncio.Task]) -> None:
@@ -165,15 +196,54 @@ async def _stop(client: VenueClient, jobs: list[asyncio.Task]) -> None:
     log.info("event=maker.stopped account=%d cancel_all=%s", client.account_index, outcome.describe())
 
 
+async def _watch_generation(store: Store) -> None:
+    """Ends the maker (LedgerLostError) within a second of Redis losing the ledger, even while an
+    order rests and no fill comes: supervisord restarts it, and its reconcile at start measures A+B."""
+    while True:
+        await asyncio.to_thread(store.check_generation)
+        await asyncio.sleep(GENERATION_CHECK_S)
+
+
 def _b_position(client: VenueClient, b_account: int, market_index: int):
     async def read() -> Decimal:
         return (await client.positions(b_account)).get(market_index, Decimal(0))
     return read
 
 
+async def _flatten_a(store: Store, signer: MessageSigner, loops: dict[int, MarketLoop], event: dict) -> None:
+    """A flatten request from the control channel: close A on one market (MarketLoop.flatten) and
+    answer in Redis (the CLI waits there), by the request's deadline."""
+    request_id, market = str(event.get("request_id") or ""), str(event.get("market") or "")
+    loop = next((loop for loop in loops.values() if loop.symbol == market), None)
+    try:
+        deadline_ms = int(event.get("deadline_ms") or 0)
+        verify_request(signer, request_body("A", market, request_id, deadline_ms), event.get("auth"))
+        if loop is None:
+            raise FlattenError(f"this maker does not trade {market}")
+        left_s = deadline_ms / 1000 - time.time()
+        if left_s <= 0:
+            raise FlattenError("the request's deadline passed before the maker got to it")
+        log.info("event=maker.flatten_start market=%s request_id=%s", market, request_id)
+        try:
+            reply = (await asyncio.wait_for(loop.flatten(request_id), left_s)).to_message()
+        except asyncio.TimeoutError:
+            raise FlattenError(f"A's close on {market} did not finish by the deadline (quote loop state "
+                               f"{loop.state})") from None
+    except (FlattenError, UnauthenticatedMessage, TypeError, ValueError) as exc:
+        log.warning("event=maker.flatten_refused market=%s request_id=%s reason=%s", market, request_id, exc)
+        reply = {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a venue or Redis error: told to the CLI; the maker goes on
+        log.error("event=maker.flatten_failed market=%s request_id=%s error=%s", market, request_id,
+                  f"{type(exc).__name__}: {exc}"[:500])
+        reply = {"error": f"{type(exc).__name__}: {exc}"}
+    if request_id:
+        store.put_flatten_reply(request_id, reply)
+
+
 async def _control_listener(redis_url: str, resumed: dict[str, asyncio.Event],
-                            loops: dict[int, MarketLoop]) -> None:
-    """pause/resume publish on the control channel: act on them at once, not at the next round."""
+                            loops: dict[int, MarketLoop], on_flatten=None) -> None:
+    """pause/resume publish on the control channel: act on them at once, not at the next round.
+    A flatten request goes to `on_flatten` (it runs beside the listener)."""
     by_symbol = {loop.symbol: loop for loop in loops.values()}
     r = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with r.pubsub() as pubsub:
@@ -191,3 +261,5 @@ async def _control_listener(redis_url: str, resumed: dict[str, asyncio.Event],
                 resumed[market].set()
             elif event.get("event") == "paused" and market in by_symbol:
                 by_symbol[market].on_paused()
+            elif event.get("event") == FLATTEN_A_EVENT and on_flatten is not None:
+                on_flatten(event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -11,12 +12,15 @@ import celery.exceptions
 from celery.result import AsyncResult
 
 from hedge.fill import Fill
-from tasks import app, hedge_fill, metrics
+from tasks import app, metrics
+from tasks.hedge_task import send_hedge
+from tasks.signing import MessageSigner
 from tasks.store import Ledger, Store, task_id_for
 
 log = logging.getLogger("maker.hedges")
 HEDGE_QUEUE = "hedge.b"
 HEDGER_SEEN_TTL_S = 30.0
+FILL_OF_KEPT = 10_000   # hedges the maker waits on at once stay far below (a 1,000-fill burst)
 
 
 @dataclass(frozen=True)
@@ -27,23 +31,18 @@ class HedgeOutcome:
     timed_out: bool = False
 
 
-def enqueue_hedge(fill_msg: dict, task_id: str, hint: dict | None = None) -> None:
-    """apply_async of tasks.hedge_fill, routed to hedge.b.
-
-    Celery's saferepr of the arguments (shown by Flower) costs about 0.1 ms per task, before the
-    message is published; these are small flat dicts, for which the builtin repr says the same.
-    """
-    args, kwargs = [fill_msg], ({"hint": hint} if hint is not None else {})
-    hedge_fill.apply_async(args=args, kwargs=kwargs, task_id=task_id, argsrepr=repr(args), kwargsrepr=repr(kwargs))
-
-
 class HedgeDispatcher:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, signer: MessageSigner):
+        """`store.expected_generation` is the ledger generation the maker started in: every hedge
+        message is signed for it, and the worker stops a hedge whose generation Redis lost."""
         self.store = store
+        self.signer = signer
         # The result backend's consumer is not thread-safe: one thread does all the waiting.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedge-results")
         self._hedger_seen_at = float("-inf")
-        self.fill_of: dict[str, str] = {}  # task id -> fill id, for the maker's log lines
+        # task id -> fill id, for the maker's log lines: dropped when the maker is done with the hedge,
+        # and never more than FILL_OF_KEPT (the id is also in the task id: only a log line would lose it).
+        self.fill_of: OrderedDict[str, str] = OrderedDict()
         self.last_ledger: Ledger | None = None  # as counting the last new fill left it
 
     def submit(self, market: str, fill: Fill, signed_units: int) -> str | None:
@@ -66,8 +65,8 @@ class HedgeDispatcher:
         task_ids: list[str | None] = []
         for (fill, msg, _units, task_id), hint in zip(rows, hints):
             if hint is not None:
-                enqueue_hedge(msg, task_id, hint.to_message())
-                self.fill_of[task_id] = fill.fill_id
+                self._enqueue(msg, task_id, hint.to_message())
+                self._note_fill(task_id, fill.fill_id)
             task_ids.append(task_id if hint is not None else None)
         enqueued = [row for row, is_new in zip(rows, new) if is_new]
         if enqueued:
@@ -89,16 +88,31 @@ class HedgeDispatcher:
         """A fill counted but whose hedge was never enqueued (a crash between the two) is hedged by
         running the task again for the market's latest fill: it hedges whatever is unhedged. Tasks
         already queued are not a reason to skip: one more finds nothing left and costs nothing."""
-        fills = self.store.fills(market)
-        if not fills:
+        latest = self.store.latest_fill(market)   # also once retention moved the records out of Redis
+        if latest is None:
             return None
-        latest = max(fills.values(), key=lambda f: (f.get("ts_seen_ms", 0), str(f["fill_id"])))
         task_id = f"{task_id_for(market, latest['fill_id'])}-again-{int(time.time() * 1000)}"
         log.warning("event=fill.rehedge fill_id=%s market=%s task_id=%s", latest["fill_id"], market, task_id)
         self.store.mark_inflight(market, task_id)
-        self.fill_of[task_id] = str(latest["fill_id"])
-        enqueue_hedge(latest, task_id)
+        self._note_fill(task_id, str(latest["fill_id"]))
+        self._enqueue(latest, task_id)
         return task_id
+
+    def _enqueue(self, fill_msg: dict, task_id: str, hint: dict | None = None) -> None:
+        assert self.store.expected_generation is not None, "the maker sets its ledger generation at start"
+        send_hedge(fill_msg, task_id, self.signer.sign(fill_msg, self.store.expected_generation), hint)
+
+    def _note_fill(self, task_id: str, fill_id: str) -> None:
+        self.fill_of[task_id] = fill_id
+        while len(self.fill_of) > FILL_OF_KEPT:
+            self.fill_of.popitem(last=False)
+
+    def hedges_done(self, market: str) -> None:
+        """No hedge of `market` is in flight: forget its task ids. Most hedges of a burst finish
+        without the maker waiting on them one by one (their task found the fills hedged already)."""
+        prefix = task_id_for(market, "")
+        for task_id in [t for t in self.fill_of if t.startswith(prefix)]:
+            del self.fill_of[task_id]
 
     async def wait(self, task_id: str, timeout_s: float) -> HedgeOutcome:
         loop = asyncio.get_running_loop()

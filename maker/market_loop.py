@@ -14,9 +14,10 @@ from decimal import Decimal
 from hedge.budget import Priority
 from hedge.config import Config, MarketConfig
 from hedge.fill import BUY, SELL, Fill, signed
+from hedge.flatten import CloseResult, FlattenError
 from hedge.leg import EXPIRY_MARGIN_MS, NONCE_MOVED, TX_EXPIRY_BOUND_MS, Evidence, Leg, LegState, Verdict, resolve
 from hedge.money import MarketSpec
-from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote
+from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote, worst_price_int
 from maker.hedges import HedgeDispatcher
 from tasks import metrics
 from tasks.store import Ledger, Store
@@ -34,6 +35,7 @@ COVERAGE_CHECK_S = 2.0         # while waiting on a hedge result, look at the le
 TAKEN_ORDER_LOOK_S = 10.0      # a taken order of A that does not show yet: watch the stream this long per look
 ORDER_PENDING_RETRY_S = 2.0    # a taken order of A that does not show yet: look again this often
 NONCE_LAG_MS = 1_000           # the venue's nextNonce shows a taken tx only this much later (at least)
+CLOSE_FINAL_TIMEOUT_S = 10.0   # flatten's close of A: a market order settles after the venue's taker delay
 
 
 class Paused(Exception):
@@ -104,6 +106,10 @@ class MarketLoop:
         self._resting_s = 0.0      # time this round's order waited for fills
         self._hedge_wait_s = 0.0   # time this round waited on hedge results
         self._taken_rest_look_s = time.monotonic()
+        # flatten(): `at_rest` is set while the loop waits paused (nothing of it rests or is on the
+        # wire); `flattening` keeps it waiting until the flatten is done, even if resumed meanwhile.
+        self.at_rest = asyncio.Event()
+        self.flattening = False
 
     @property
     def state(self) -> str:
@@ -240,6 +246,7 @@ class MarketLoop:
         max_unhedged_base. Later, a gap is first looked for in A's trades (a fill the stream
         missed); what remains is unexplained and pauses the market.
         """
+        self.store.check_generation()   # Redis lost the ledger: LedgerLostError ends the maker (restart reconciles)
         pending = self.store.ledger(self.symbol).pending
         if pending and not at_start:
             # A leg in flight (a failed hedge acknowledged by `resume --force`, or one the venue took
@@ -300,16 +307,19 @@ class MarketLoop:
         while True:
             pause = self.store.paused(self.symbol)
             metrics.PAUSED.labels(self.symbol).set(1 if pause else 0)
-            if pause is None:
+            if pause is None and not self.flattening:
                 failed = self.store.unacknowledged_failed(self.symbol)
                 if failed:
                     self._pause(f"{len(failed)} failed hedge(s) remain: {', '.join(sorted(failed))}; "
                                 f"requeue them, then resume")
                     continue
+                self.at_rest.clear()
                 return
+            self.at_rest.set()
             if self.state != "PAUSED":
                 self.state = "PAUSED"
-                log.warning("event=maker.paused market=%s reason=%r", self.symbol, pause.get("reason"))
+                log.warning("event=maker.paused market=%s reason=%r", self.symbol,
+                            (pause or {}).get("reason", "flatten"))
             self.resumed.clear()
             try:
                 await asyncio.wait_for(self.resumed.wait(), timeout=5.0)  # pubsub wakes us; re-check anyway
@@ -317,6 +327,9 @@ class MarketLoop:
                 pass
 
     def _pause(self, reason: str) -> None:
+        # A hedge that failed because Redis lost the ledger is no reason to pause the new one: end
+        # the maker instead (LedgerLostError), and its restart reconciles with the venue.
+        self.store.check_generation()
         self.state = "PAUSED"
         self.store.pause(self.symbol, reason, by="maker")
         log.error("event=maker.pause market=%s reason=%r", self.symbol, reason)
@@ -636,13 +649,19 @@ class MarketLoop:
             await self._wait_hedges_inner()
         finally:
             self._hedge_wait_s += time.perf_counter() - t0
+        # "Every hedge done" holds only in the ledger they were counted in: no next order of A after
+        # Redis lost it (LedgerLostError ends the maker; its restart reconciles with the venue).
+        self.store.check_generation()
 
     async def _wait_hedges_inner(self) -> None:
+        # An empty in-flight set means "all hedged" only in the ledger the hedges were counted in.
+        self.store.check_generation()
         deadline = time.monotonic() + self.cfg.strategy.hedge_wait_timeout_s
         while True:
             inflight = sorted(self.store.inflight(self.symbol))
             metrics.INFLIGHT.labels(self.symbol).set(len(inflight))
             if not inflight:
+                self.dispatcher.hedges_done(self.symbol)
                 return
             task_id = inflight[0]
             left_s = deadline - time.monotonic()
@@ -666,10 +685,12 @@ class MarketLoop:
                     log.warning("event=maker.hedges_covered market=%s waiting_on=%s", self.symbol, ",".join(inflight))
                     for stale in inflight:
                         self.store.clear_inflight(self.symbol, stale)
+                        self.dispatcher.fill_of.pop(stale, None)
                     return
             else:
                 log.error("event=maker.hedge_failed fill_id=%s market=%s task_id=%s reason=%s", fill_id,
                           self.symbol, task_id, outcome.reason)
+                self.dispatcher.fill_of.pop(task_id, None)
                 self._pause(f"hedge {task_id} failed: {outcome.reason}")
 
     def _taken_legs(self) -> list[str]:
@@ -689,6 +710,113 @@ class MarketLoop:
             levels = book[0] if unhedged > 0 else book[1]   # B sells into bids, buys from asks
             price = levels[0] if levels else None
         return not ledger.pending and not self.spec.is_orderable(unhedged, price)
+
+    # ---- flatten: A's close, sent by the maker (the only sender on A's key) ----------------------
+
+    async def flatten(self, request_id: str) -> CloseResult:
+        """Close A on this market for `lighter-hedge flatten`, which paused it first.
+
+        Once the quote loop is at rest (paused: no order of its own resting or on the wire): settle
+        an order of A written ahead, cancel A's orders on the market, then one reduce-only market
+        order for A's whole position, written ahead like A's other orders. Its fills come over the
+        account stream and are hedged by the worker like any fill. The caller bounds the time;
+        FlattenError says why it could not close.
+        """
+        mi = self.market.market_index
+        ctx = f"market={self.symbol} request_id={request_id}"
+        if self.store.paused(self.symbol) is None:
+            raise FlattenError(f"{self.symbol} is not paused")
+        self.flattening = True
+        try:
+            await self.at_rest.wait()
+            try:
+                await self._resolve_written_order()
+            except (OrderPending, Paused) as exc:
+                raise FlattenError(f"A's last order on {self.symbol} is not settled yet ({exc})") from None
+            cancelled = 0
+            for order in await self.client.active_orders(mi):
+                outcome = await self.client.cancel(mi, order.order_index)
+                log.info("event=maker.flatten_cancel %s client_order_index=%d outcome=%s", ctx,
+                         order.client_order_index, outcome.describe())
+                view = await self._final_after_cancel(order.client_order_index, outcome, order.order_index)
+                if view is None or not view.is_final:
+                    raise FlattenError(f"A's order {order.client_order_index} still rests after a cancel")
+                cancelled += 1
+            before = await self.client.position(mi)   # REST: the venue's word, not a stream frame
+            if before == 0:
+                log.info("event=maker.flatten_done %s a_position=0 cancelled=%d", ctx, cancelled)
+                return CloseResult("A", self.symbol, "maker", True, before, before, cancelled=cancelled)
+            order, view = await self._close(before, ctx)
+            after = await self.client.position(mi)
+            log.info("event=maker.flatten_done %s client_order_index=%d status=%s filled=%s a_before=%s a_after=%s",
+                     ctx, order.client_order_index, view.status, view.filled_base, before, after)
+            return CloseResult("A", self.symbol, "maker", after == 0, before, after, order.client_order_index,
+                               view.status, view.filled_base, cancelled,
+                               "" if after == 0 else f"A still holds {after} after its close")
+        finally:
+            self.flattening = False
+
+    async def _close(self, position: Decimal, ctx: str) -> tuple[RestingOrder, OrderView]:
+        """A reduce-only market order for `position`, written ahead; returns once it is final at the
+        venue and its fills have reached this loop (so their hedges are enqueued)."""
+        is_ask = position > 0
+        bids, asks = await self.client.book_prices(self.market.market_index, limit=1)   # the freshest touch
+        touch = bids if is_ask else asks
+        if not touch:
+            raise FlattenError(f"no {'bid' if is_ask else 'ask'} on {self.symbol} to close A's {position} into")
+        worst = worst_price_int(touch[0], is_ask, self.cfg.strategy.max_slippage_bps, self.spec)
+        order = RestingOrder(client_order_index=self._next_client_order_index(),
+                             quote=Quote(SELL if is_ask else BUY, abs(position), self.spec.price_from_int(worst), True))
+        q = order.quote
+        record = {"client_order_index": order.client_order_index, "side": q.side, "base": str(q.base_amount),
+                  "price": str(q.price), "reduce_only": True, "sent_ms": int(time.time() * 1000)}
+        self.store.open_maker_order(self.symbol, record)
+
+        def on_signed(tx) -> None:   # the witness, written ahead of the wire call
+            self.store.open_maker_order(self.symbol, dict(
+                record, nonce=tx.nonce, api_key_index=self.client.api_key_index, tx_hash=tx.tx_hash,
+                expires_by_ms=tx.expired_at_ms, sent_ms=int(time.time() * 1000)))
+
+        self.resting = order   # its fills count here as they arrive, as for a quote
+        try:
+            outcome = await self.client.close_market(self.spec, order.client_order_index, is_ask, q.base_amount,
+                                                     worst, on_signed=on_signed)
+            log.info("event=maker.flatten_close %s client_order_index=%d side=%s base=%s worst_price=%s outcome=%s",
+                     ctx, order.client_order_index, q.side, q.base_amount, q.price, outcome.describe())
+            if outcome.kind in (errors.REJECTED, errors.RETRYABLE):
+                self.store.close_maker_order(self.symbol)   # definitely not at the venue
+                raise FlattenError(f"the venue refused A's close of {position}: {outcome.describe()}")
+            view = await self._order_final(order.client_order_index, CLOSE_FINAL_TIMEOUT_S)
+            if view is None or not view.is_final:
+                if outcome.accepted:
+                    self.store.open_maker_order(self.symbol, dict(self.store.maker_order(self.symbol) or record,
+                                                                  witness="answered 200"))
+                raise FlattenError(f"A's close {order.client_order_index} is not final after "
+                                   f"{CLOSE_FINAL_TIMEOUT_S:.0f}s ({outcome.describe()}); the maker settles it "
+                                   f"before it quotes again - flatten again then")
+            order.order_index = view.order_index
+            self.store.close_maker_order(self.symbol)
+            await self._fills_arrive(order, view.filled_base)
+            return order, view
+        finally:
+            self.resting = None
+
+    async def _fills_arrive(self, order: RestingOrder, filled: Decimal) -> None:
+        """Until the stream has delivered `filled` of this order (REST backfill once if it lags)."""
+        for backfill in (False, True):
+            if backfill and self.backfill_now is not None:
+                await self.backfill_now()
+            deadline = time.monotonic() + FILLS_ARRIVE_TIMEOUT_S
+            while order.filled < filled and time.monotonic() < deadline:
+                order.changed.clear()
+                try:
+                    await asyncio.wait_for(order.changed.wait(), timeout=deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+            if order.filled >= filled:
+                return
+        raise FlattenError(f"A's order {order.client_order_index} filled {filled} but the stream reported "
+                           f"{order.filled}")
 
     def _next_client_order_index(self) -> int:
         # Unique for centuries without shared state: milliseconds * 16 + a per-process counter.

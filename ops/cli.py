@@ -12,23 +12,31 @@ import click
 
 from hedge.config import Config, ConfigError
 from ops import logs
-from ops.settings import CONFIG_ENV, load_config
+from ops.settings import CONFIG_ENV, KEYS_FILE_ENV, load_config, mask_url, redis_error_line
+
+_redis_url: str | None = None   # the Redis the running command talks to, for its error line
 
 
 def _load(config_path: str | None) -> Config:
+    global _redis_url
     if config_path:
         # The Celery app (celeryconfig.py) and the worker read the same file through LH_CONFIG.
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     try:
-        return load_config(config_path)
+        cfg = load_config(config_path)
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
+    _redis_url = cfg.redis_url
+    return cfg
 
 
 def _paper_keys(cfg: Config) -> None:
-    """Every paper-mode command creates the throwaway keys it needs (a fresh checkout has none)."""
+    """Every paper-mode command creates the throwaway keys it needs (a fresh checkout has none).
+    A keys file named by $LH_KEYS_FILE (what `up` hands each program) is given, never generated into."""
     from venue.keys import ensure_paper_keys
+    if os.environ.get(KEYS_FILE_ENV):
+        return
     try:
         ensure_paper_keys(cfg)
     except (OSError, RuntimeError) as exc:
@@ -38,11 +46,13 @@ def _paper_keys(cfg: Config) -> None:
 
 def safe_url(url: str) -> str:
     """A URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    return mask_url(url)
+
+
+def _redis_exit(url: str, exc: BaseException) -> None:
+    """A Redis that does not answer (or refuses the login) is one line and exit 2, never a traceback."""
+    click.echo(redis_error_line(url, exc), err=True)
+    sys.exit(2)
 
 
 def _store(cfg: Config):
@@ -52,9 +62,7 @@ def _store(cfg: Config):
     try:
         store.r.ping()
     except redis.RedisError as exc:
-        click.echo(f"broker error: cannot reach Redis at {safe_url(cfg.redis_url)} ({type(exc).__name__}: {exc})",
-                   err=True)
-        sys.exit(3)
+        _redis_exit(cfg.redis_url, exc)
     return store
 
 
@@ -73,7 +81,18 @@ config_option = click.option("--config", "config_path", envvar=CONFIG_ENV, defau
                              help="config.yaml path (default: $LH_CONFIG or ./config.yaml)")
 
 
-@click.group()
+class _Main(click.Group):
+    """Every command: a Redis error that escapes it (Redis gone mid-command) is the same one line."""
+
+    def invoke(self, ctx: click.Context):
+        import redis
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            _redis_exit(_redis_url or "redis://?", exc)
+
+
+@click.group(cls=_Main)
 def main() -> None:
     """lighter-hedge: maker on account A, hedges on account B, over Celery."""
 
@@ -108,14 +127,16 @@ def maker_command(config_path: str | None, market: tuple[str, ...], quantity: st
         cfg = replace(cfg, markets={**cfg.markets, m.symbol: replace(m, quantity=q, depth=depth or m.depth)})
     _store(cfg)
     _paper_keys(cfg)
-    from venue.keys import private_key
+    from venue.keys import private_key, task_signing_key
     try:
         private_key(cfg, cfg.account_a)
+        task_signing_key(cfg)   # the maker signs every hedge message (tasks.signing)
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
     logs.setup(log_level)
     from maker.app import run_maker
+    from tasks.store import LedgerLostError
     try:
         asyncio.run(run_maker(cfg, symbols))
     except (aiohttp.ClientConnectorError, ConnectionError) as exc:
@@ -127,6 +148,10 @@ def maker_command(config_path: str | None, market: tuple[str, ...], quantity: st
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
+    except LedgerLostError as exc:
+        click.echo(f"ledger lost: {exc}; A's orders were cancelled; restart the maker (supervisord does): its "
+                   f"reconcile at start measures A+B at the venue", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         pass
 
@@ -139,9 +164,10 @@ def worker_command(config_path: str | None, log_level: str) -> None:
     cfg = _load(config_path)
     _store(cfg)
     _paper_keys(cfg)
-    from venue.keys import private_key
+    from venue.keys import private_key, task_signing_key
     try:
         private_key(cfg, cfg.account_b)
+        task_signing_key(cfg)   # the worker refuses hedge messages not signed with it (tasks.signing)
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
@@ -177,7 +203,8 @@ def sim_command(config_path: str | None, host: str, port: int | None, seed: int 
 @config_option
 @click.option("--market", default=None)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per market")
-@click.option("--watch", is_flag=True, help="refresh until Ctrl-C: live exposure, in-flight hedges, last latencies")
+@click.option("--watch", is_flag=True, help="refresh until Ctrl-C; on a terminal, one screen redrawn in place "
+                                           "with changes highlighted and what to do next (ACTION)")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="seconds between refreshes with --watch")
 @click.option("--count", type=click.IntRange(min=0), default=0, help="with --watch: stop after N refreshes (0 = never)")
@@ -187,7 +214,7 @@ def status_command(config_path: str | None, market: str | None, as_json: bool, w
     request budget A and B share (used/limit in the rolling minute, by process, 429s seen)."""
     import time
 
-    from ops.status import STATUS_BUDGET_WAIT_MS, VenueCache, budget_line, collect
+    from ops.status import STATUS_BUDGET_WAIT_MS, VenueCache, budget_line, collect, next_action
     from venue.budget import budget_from_config
     cfg = _load(config_path)
     store = _store(cfg)
@@ -195,6 +222,12 @@ def status_command(config_path: str | None, market: str | None, as_json: bool, w
     budget = budget_from_config(cfg, store.r)
     # --watch waits for the budget only for its first view, then shows the last one it could read.
     cache = VenueCache() if watch else None
+    if watch and not as_json and sys.stdout.isatty():
+        # A terminal: one screen redrawn in place (ops/watch.py); piped, the lines below each refresh.
+        from ops import watch as watch_screen
+        watch_screen.run(lambda: asyncio.run(collect(cfg, store, markets, budget, STATUS_BUDGET_WAIT_MS, cache)),
+                         interval, count)
+        return
     shown = 0
     try:
         while True:
@@ -216,6 +249,7 @@ def status_command(config_path: str | None, market: str | None, as_json: bool, w
                 for task_id, info in store.refused().items():
                     click.echo(f"refused: {task_id} market={info.get('market') or 'unknown'} "
                                f"reason={info.get('reason')} (nothing traded; clear-refused to forget)")
+                click.echo(next_action(rows))
             shown += 1
             if not watch or (count and shown >= count):
                 return
@@ -317,7 +351,9 @@ def clear_refused_command(config_path: str | None, task_id: str | None, clear_al
 @click.option("--market", default=None, help="default: every market")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 def flatten_command(config_path: str | None, market: str | None, yes: bool) -> None:
-    """Pause, cancel A's orders and close A's and B's positions with reduce-only market orders."""
+    """Pause, cancel A's orders and close A's and B's positions with reduce-only market orders,
+    sent by the maker (A) and the worker (B) when they run: one sender per key."""
+    from hedge.flatten import FlattenError
     from ops.flatten import flatten
     cfg = _load(config_path)
     store = _store(cfg)
@@ -328,10 +364,23 @@ def flatten_command(config_path: str | None, market: str | None, yes: bool) -> N
                       f"orders, and pause?", abort=True)
     try:
         ok = asyncio.run(flatten(cfg, store, symbols, click.echo))
-    except RuntimeError as exc:
+    except (FlattenError, RuntimeError) as exc:
         click.echo(f"flatten error: {exc}", err=True)
         sys.exit(1)
     sys.exit(0 if ok else 1)
+
+
+@main.command("repair")
+@config_option
+@click.argument("market")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def repair_command(config_path: str | None, market: str, yes: bool) -> None:
+    """Rebuild MARKET's ledger from the venue (a_filled = A's position, hedged = -B's) after a diff and a
+    confirmation. Only while the market is paused with nothing in flight; it stays paused."""
+    from ops.repair import run_repair
+    cfg = _load(config_path)
+    store = _store(cfg)
+    sys.exit(run_repair(cfg, store, _markets(cfg, market)[0], yes))
 
 
 @main.command("demo")
@@ -340,9 +389,22 @@ def flatten_command(config_path: str | None, market: str | None, yes: bool) -> N
 @click.option("--max-seconds", type=int, default=100, help="stop after this long even if rounds are not done")
 def demo_command(config_path: str | None, rounds: int, max_seconds: int) -> None:
     """Paper-mode demo: sim, worker, maker and Flower under supervisord; prints hedges and a summary."""
+    from ops import supervise
     from ops.demo import run_demo
     cfg = _load(config_path)
-    sys.exit(run_demo(cfg, config_path, rounds, max_seconds))
+    _paper_keys(cfg)
+    problem = supervise.redis_problem(cfg.redis_url)
+    if problem is not None and not (supervise.may_start_redis(cfg.redis_url) and supervise.nothing_listens(problem)):
+        _redis_exit(cfg.redis_url, problem)
+    try:
+        sys.exit(run_demo(cfg, config_path, rounds, max_seconds))
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    except supervise.StartError as exc:   # the demo has stopped everything again
+        line = str(exc)
+        click.echo(line if line.startswith("redis error:") else f"demo: {line}", err=True)
+        sys.exit(2 if line.startswith("redis error:") else 1)
 
 
 def _supervisor_env(cfg: Config, config_path: str | None, autostart: bool) -> dict[str, str]:
@@ -359,36 +421,102 @@ def _supervisor_env(cfg: Config, config_path: str | None, autostart: bool) -> di
 @main.command("up")
 @config_option
 def up_command(config_path: str | None) -> None:
-    """Start everything under supervisord (the sim too in paper mode) and return."""
+    """Start everything under supervisord (the sim too in paper mode) and return once every program
+    runs. Exit 2: bad config, keys or Redis, or a deployment already runs (nothing changed); exit 1:
+    a program did not start (everything is stopped again; the line names it and its log)."""
     from ops import supervise
-    from venue.keys import ensure_paper_keys
+    from venue.keys import private_key, task_signing_key
     cfg = _load(config_path)
-    ensure_paper_keys(cfg)
-    env = _supervisor_env(cfg, config_path, autostart=True)
+    _paper_keys(cfg)
+    try:   # every program's secret is there before anything starts
+        private_key(cfg, cfg.account_a)
+        private_key(cfg, cfg.account_b)
+        task_signing_key(cfg)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    # Autostart off: `up` starts the engine's programs itself, after Redis answers, and watches them.
+    env = _supervisor_env(cfg, config_path, autostart=False)
     # Never touch a running deployment: its Redis state is live (a second `up` used to wipe it).
     pid = supervise.running_supervisord(env)
     if pid is not None:
         click.echo(f"up: already running (supervisord pid {pid}); `lighter-hedge down` first", err=True)
         sys.exit(2)
-    redis_up = supervise.redis_answers(cfg.redis_url)
-    if redis_up:
+    problem = supervise.redis_problem(cfg.redis_url)
+    start_redis = env["LH_START_REDIS"] == "true"   # nothing listens on this machine's port: run redis-server
+    if problem is not None and not start_redis:
+        _redis_exit(cfg.redis_url, problem)
+    if problem is None:
         from tasks.store import Store
         if Store.from_url(cfg.redis_url).worker_alive():
             click.echo(f"up: a hedge worker is running on {safe_url(cfg.redis_url)} (its heartbeat is fresh); "
                        f"stop that deployment first - nothing was changed", err=True)
             sys.exit(2)
-    if cfg.mode == "paper" and redis_up:
-        from tasks.store import Store
-        supervise.clear_paper_state(Store.from_url(cfg.redis_url))
-        click.echo("paper mode: cleared the previous run's hedge state (the simulator starts empty)")
-    supervise.start(env)
+        if cfg.mode == "paper":
+            supervise.clear_paper_state(Store.from_url(cfg.redis_url))
+            click.echo("paper mode: cleared the previous run's hedge state (the simulator starts empty)")
+    try:
+        supervise.start(env, cfg)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    except supervise.StartError as exc:
+        click.echo(f"up: {exc}", err=True)
+        sys.exit(1)
+    try:
+        if start_redis:
+            supervise.wait_for_redis(cfg.redis_url, 15)
+        autostarted = ("sim",) if cfg.mode == "paper" else ()
+        # Up = RUNNING and answering: the sim and Flower over HTTP, the worker's heartbeat, the maker's start line.
+        supervise.start_programs(env, ["worker", "maker", "flower"], already_started=autostarted,
+                                 ready=supervise.readiness(cfg, env))
+    except supervise.StartError as exc:
+        supervise.shutdown(env)
+        line = str(exc)
+        click.echo(line if line.startswith("redis error:") else f"up: {line}; everything was stopped again",
+                   err=True)
+        sys.exit(2 if line.startswith("redis error:") else 1)
     click.echo(supervise.ctl(env, "status", check=False).rstrip())
 
 
 @main.command("down")
 @config_option
 def down_command(config_path: str | None) -> None:
-    """Stop supervisord and every program (the worker finishes its hedge first)."""
+    """Stop supervisord and every program (the worker finishes its hedge first) and delete the
+    programs' secret files (run/secrets/)."""
     from ops import supervise
     cfg = _load(config_path)
     supervise.shutdown(_supervisor_env(cfg, config_path, autostart=True))
+
+
+@main.command("alerter")
+@config_option
+@click.option("--log-level", default="INFO")
+@click.option("--dry-run", is_flag=True, help="log each alert, POST nothing (no webhook needed)")
+def alerter_command(config_path: str | None, log_level: str, dry_run: bool) -> None:
+    """POST alerts a person reads to the webhook (alerts: in config.yaml): market paused, resumed, hedge
+    failed, no consumer on hedge.b, request budget exhausted, flatten. Serves hedge.b's length and consumer
+    presence on metrics.alerter_port."""
+    import signal
+    import threading
+
+    from ops.alerter import WEBHOOK_FIELD, Webhook, run_alerter, webhook_url
+    cfg = _load(config_path)
+    _store(cfg)
+    try:
+        url = None if dry_run else webhook_url(cfg)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    if url is None and not dry_run:
+        click.echo(f"config error: alerts.webhook_url_env: ${cfg.alerts.webhook_url_env} is not set (nor "
+                   f"\"{WEBHOOK_FIELD}\" in $LH_KEYS_FILE); set it to the webhook URL, or use --dry-run", err=True)
+        sys.exit(2)
+    a = cfg.alerts
+    webhook = None if url is None else Webhook(url, a.format, a.telegram_chat_id, a.delivery_timeout_s,
+                                              a.delivery_attempts)
+    logs.setup(log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run_alerter(cfg, webhook, stop)

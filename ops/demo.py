@@ -40,13 +40,15 @@ def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int
     env = supervise.supervisor_env(cfg, Path(config_path(config_file)), run_dir, log_dir, autostart=False)
     if (run_dir / "supervisord.pid").exists():
         supervise.shutdown(env, timeout_s=30)  # a previous demo left running
-    supervise.start(env)
+    supervise.start(env, cfg)
     try:
-        store = _wait_for_redis(cfg, 20)
+        supervise.wait_for_redis(cfg.redis_url, 20)
+        store = Store.from_url(cfg.redis_url)
         supervise.clear_paper_state(store)
         pubsub = store.r.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(store.events_channel)  # before anything can trade, so no event is missed
-        supervise.ctl(env, "start", *APPS)
+        supervise.start_programs(env, [a for a in APPS if a != "sim"], already_started=("sim",),
+                                 ready=supervise.readiness(cfg, env))
         click.echo(f"demo: paper mode, markets {', '.join(cfg.markets)}, {rounds} round(s) each; "
                    f"logs in {log_dir}/")
         markets = list(cfg.markets)
@@ -66,15 +68,6 @@ def run_demo(cfg: Config, config_file: str | None, rounds: int, max_seconds: int
         return 0 if ok else 1
     finally:
         supervise.shutdown(env)
-
-
-def _wait_for_redis(cfg: Config, timeout_s: float) -> Store:
-    deadline = time.monotonic() + timeout_s
-    while not supervise.redis_answers(cfg.redis_url):
-        if time.monotonic() > deadline:
-            raise click.ClickException("Redis did not answer")
-        time.sleep(0.1)
-    return Store.from_url(cfg.redis_url)
 
 
 def _follow(pubsub, until, deadline: float, latencies: dict[str, list[int]]) -> bool:

@@ -10,13 +10,19 @@ import logging
 from celery.result import AsyncResult
 
 from hedge.config import Config
-from tasks import app, hedge_fill
+from tasks import app
+from tasks.hedge_task import send_hedge
+from tasks.signing import MessageSigner
 from tasks.store import Store
+from venue.keys import task_signing_key
 
 log = logging.getLogger("ops.requeue")
 
 
 def requeue(cfg: Config, store: Store, markets: list[str], task_id: str | None) -> list[str]:
+    """Signed for the ledger generation Redis holds now: the failed record is in this generation
+    (a wipe takes it along), and its fill is counted at most once whatever the message says."""
+    signer = MessageSigner(task_signing_key(cfg))
     done = []
     for market in markets:
         for failed_id, info in store.failed(market).items():
@@ -28,7 +34,7 @@ def requeue(cfg: Config, store: Store, markets: list[str], task_id: str | None) 
                 continue
             store.mark_inflight(market, failed_id)
             store.forget_failed(market, failed_id)
-            hedge_fill.apply_async(args=[fill], task_id=failed_id)
+            send_hedge(fill, failed_id, signer.sign(fill, store.ensure_generation()))
             log.info("event=requeue fill_id=%s market=%s task_id=%s", fill.get("fill_id"), market, failed_id)
             done.append(failed_id)
     return done

@@ -7,6 +7,7 @@ saying when, rather than take room from the maker and the worker.
 """
 from __future__ import annotations
 
+import re
 import time
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ import redis
 
 from hedge.budget import Priority
 from hedge.config import Config
-from tasks.store import Store
+from tasks.store import Store, now_ms, task_id_for
 from venue.budget import BudgetWaitTimeout, RequestBudget
 from venue.client import read_positions
 
@@ -85,6 +86,7 @@ async def collect(cfg: Config, store: Store, markets: list[str], budget: Request
                   cache: VenueCache | None = None) -> list[dict[str, Any]]:
     positions, decimals, venue_error = await venue_view(cfg, budget, max_wait_ms, cache)
     budget_now = budget_view(budget)
+    worker_alive = store.worker_alive()
     a_index, b_index = cfg.account_a.account_index, cfg.account_b.account_index
     rows = []
     for symbol in markets:
@@ -102,6 +104,7 @@ async def collect(cfg: Config, store: Store, markets: list[str], budget: Request
         stats = store.stats(symbol)
         failed = store.failed(symbol)
         last = store.last_latency(symbol)
+        inflight = store.inflight(symbol)
         rows.append({
             "market": symbol,
             "state": "PAUSED" if pause else state.get("state", "unknown"),
@@ -112,7 +115,8 @@ async def collect(cfg: Config, store: Store, markets: list[str], budget: Request
             "unhedged": base(ledger.unhedged),
             "in_flight_base": base(ledger.in_flight),
             "legs_in_doubt": len(ledger.pending),
-            "inflight_hedges": len(store.inflight(symbol)),
+            "inflight_hedges": len(inflight),
+            "inflight_oldest_s": inflight_oldest_s(store, symbol, inflight),
             "failed": len(failed),
             "paused": bool(pause),
             "rounds": stats.get("rounds", 0),
@@ -128,8 +132,23 @@ async def collect(cfg: Config, store: Store, markets: list[str], budget: Request
             # the whole deployment, the same in every row.
             "refused_messages": store.refused(),
             "budget": budget_now,   # one per deployment: the same in every market's row
+            # The hedge worker's heartbeat (what the maker's dead-man's switch asks): per deployment.
+            "worker_alive": worker_alive,
         })
     return rows
+
+
+def inflight_oldest_s(store: Store, symbol: str, inflight: set[str]) -> float | None:
+    """Seconds since the maker saw the fill of the oldest in-flight hedge (how long A has been
+    exposed by it), or None when nothing is in flight or no fill record tells."""
+    if not inflight:
+        return None   # the common case: no read of the fill record at all
+    fills = store.fills(symbol)
+    prefix = task_id_for(symbol, "")
+    seen = [fills.get(task_id[len(prefix):], {}).get("ts_seen_ms") for task_id in inflight
+            if task_id.startswith(prefix)]
+    seen = [int(ts) for ts in seen if isinstance(ts, (int, float)) and ts > 0]
+    return max(0.0, round((now_ms() - min(seen)) / 1000, 1)) if seen else None
 
 
 def budget_line(view: dict[str, Any]) -> str:
@@ -145,3 +164,143 @@ def budget_line(view: dict[str, Any]) -> str:
             f"window_s={view['window_ms'] / 1000:g} hedge_reserve={view['hedge_reserve']} "
             f"by_process={by_process or '-'} http_429={view['http_429']} http_429_by_process={refused or '-'} "
             f"backoff_ms={view['backoff_left_ms']}")
+
+
+# ---- what to do next: one ACTION from the rows `collect` returned (pure; status and --watch) ------
+
+ACTION_PREFIX = "ACTION: "
+
+# Pause reasons (maker/market_loop.py, tasks/hedge.py, ops/flatten.py) as a few words for a table cell.
+_SHORT_REASONS = (
+    (re.compile(r"^paused by operator$"), "operator"),
+    (re.compile(r"^flattened by operator"), "flattened"),
+    (re.compile(r"^\d+ failed hedge\(s\) remain"), "failed hedges"),
+    (re.compile(r"^hedge \S+ failed"), "hedge failed"),
+    (re.compile(r"^hedge \S+ has no result"), "hedge no result"),
+    (re.compile(r"exposure gap"), "exposure gap"),
+    (re.compile(r"^unhedged .* exceeds"), "unhedged > max"),
+    (re.compile(r"^max_hedges_per_minute"), "hedge rate"),
+    (re.compile(r"^venue rejected A's order"), "A rejected"),
+    (re.compile(r"^A's order"), "A order unclear"),
+    (re.compile(r"^opening .* would exceed"), "position limit"),
+    (re.compile(r"^nothing sensible to quote"), "no quote"),
+)
+
+
+def one_line(text: object) -> str:
+    """Any text as one line (a reason can carry newlines or runs of spaces)."""
+    return " ".join(str(text).split())
+
+
+def clip(text: str, width: int) -> str:
+    """`text` in at most `width` columns; a cut is marked with '~' (ASCII: one column everywhere)."""
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[:width - 1] + "~"
+
+
+def short_reason(reason: str | None, width: int = 14) -> str:
+    """A pause reason in a few words (the full reason is in `status` and the logs)."""
+    if not reason:
+        return ""
+    reason = one_line(reason)
+    for pattern, label in _SHORT_REASONS:
+        if pattern.search(reason):
+            return clip(label, width)
+    return clip(reason, width)
+
+
+def short_age(seconds: float | None) -> str:
+    """An age in a few columns: 42s, 17m, 5h ("?" when unknown)."""
+    if seconds is None:
+        return "?"
+    if seconds < 100:
+        return f"{seconds:.0f}s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def _names(markets: list[str], limit: int = 3) -> str:
+    return ", ".join(markets) if len(markets) <= limit else f"{', '.join(markets[:limit])} +{len(markets) - limit}"
+
+
+def next_action(rows: list[dict[str, Any]], width: int = 80) -> str:
+    """The one thing the operator should do next, as `ACTION: ...` in at most `width` columns.
+
+    In order of what blocks what: no worker (nothing hedges), a venue status cannot read, failed
+    hedges (requeue, then resume), paused markets (wait for in-flight hedges, repair a ledger gap,
+    or resume), refused messages (look, then clear-refused). "none" when all is well."""
+    room = width - len(ACTION_PREFIX)
+    for text in _candidates(rows, room):
+        if len(text) <= room:
+            return ACTION_PREFIX + text
+    return ACTION_PREFIX + clip(text, room)
+
+
+def _candidates(rows: list[dict[str, Any]], room: int):
+    """Each rule's texts, most specific first (next_action takes the first that fits); the first
+    rule that applies is the only one asked."""
+    if not rows:
+        yield "none"
+        return
+    first = rows[0]
+    if not first.get("worker_alive", True):
+        yield "start the worker: no consumer on hedge.b (no worker heartbeat)"
+        yield "start the worker: no consumer on hedge.b"
+        return
+    deaf = [r["market"] for r in rows if r.get("state") == "WAITING_FOR_WORKER"]
+    if deaf:   # the worker beats but the maker sees nobody consuming hedge.b (a cancelled consumer)
+        yield f"restart the worker: it consumes no hedge.b ({_names(deaf)} waiting)"
+        yield "restart the worker: it consumes no hedge.b"
+        return
+    if first.get("venue_error") and first.get("a_position") == "unknown":
+        error = one_line(first["venue_error"])
+        prefix = "check the venue: positions unreadable ("
+        yield f"{prefix}{clip(error, room - len(prefix) - 1)})"
+        yield "check the venue: positions unreadable"
+        return
+    failed = [r for r in rows if r.get("failed_hedges")]
+    if failed:
+        paused = [r["market"] for r in failed if r.get("paused")]
+        then = f", then resume {_names(paused)}" if paused else ""
+        ids = sorted(task_id for r in failed for task_id in r["failed_hedges"])
+        if len(ids) == 1:
+            yield f"requeue {ids[0]}{then}"
+        if len(failed) == 1:
+            yield f"requeue --all-failed --market {failed[0]['market']} ({len(ids)} failed){then}"
+        yield f"requeue --all-failed ({len(ids)} failed in {_names([r['market'] for r in failed])}){then}"
+        yield f"requeue --all-failed ({len(ids)} failed), then resume"
+        return
+    paused = [r for r in rows if r.get("paused")]
+    if paused:
+        busy = [r for r in paused if r.get("inflight_hedges")]
+        if busy:
+            r = busy[0]
+            yield (f"wait for {r['inflight_hedges']} in-flight hedge(s) of {r['market']} "
+                   f"(oldest {short_age(r.get('inflight_oldest_s'))}), then resume {r['market']}")
+            yield f"wait for the in-flight hedges of {r['market']}, then resume {r['market']}"
+            return
+        gap = [r["market"] for r in paused if "exposure gap" in (r.get("pause_reason") or "")]
+        if gap:
+            yield f"repair {gap[0]} (exposure gap: A + B vs ledger), then resume {gap[0]}"
+            yield f"repair {gap[0]}, then resume {gap[0]}"
+            return
+        reasons = {one_line(r.get("pause_reason") or "paused") for r in paused}
+        names = _names([r["market"] for r in paused])
+        if len(reasons) == 1:
+            reason = reasons.pop()
+            yield f"resume {names} ({reason})"
+            yield f"resume {names} ({short_reason(reason, 40)})"
+        yield f"resume {names} (paused: see the table)"
+        yield f"resume ({len(paused)} markets paused)"
+        return
+    refused = sorted(first.get("refused_messages") or {})
+    if refused:
+        if len(refused) == 1:
+            yield f"look at refused {refused[0]} (status --json), then clear-refused {refused[0]}"
+            yield f"clear-refused {refused[0]} after looking at it"
+        yield f"look at {len(refused)} refused messages (status --json), then clear-refused --all"
+        yield f"clear-refused --all after looking ({len(refused)} refused)"
+        return
+    yield "none"

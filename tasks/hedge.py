@@ -29,7 +29,8 @@ from hedge.config import Config, ConfigError
 from hedge.fill import Fill, InvalidFill, signed
 from hedge.leg import NONCE_MOVED, TX_EXPIRY_BOUND_MS, Evidence, Leg, LegState, OrderSeen, Verdict, resolve
 from hedge.money import MarketSpec
-from hedge.plan import LedgerHint, leg_client_order_index, speculative_split, split_hedge, worst_price_int
+from hedge.plan import (LedgerHint, b_position_problem, fill_bound_problem, leg_client_order_index, speculative_split,
+                        split_hedge, worst_price_int)
 from tasks import metrics
 from tasks.store import BeginHedge, LegIf, Store, now_ms
 from venue import errors
@@ -60,6 +61,12 @@ class RefusedMessageError(PermanentHedgeError):
     refused (not failed): it never halts a market, and re-running it cannot help."""
 
 
+class LedgerGoneError(RefusedMessageError):
+    """Redis lost the ledger this task's fill was counted in (tasks.store.LedgerLostError): the task
+    stopped without sending anything more. The maker's reconcile at start measures A+B at the venue
+    and hedges what is left; re-running this message cannot help."""
+
+
 class LegPendingError(Exception):
     """A leg the venue took (or may still take) has not executed yet. Not a failure: the task looks
     again in `retry_in_s` without spending one of its retries; the leg's ExpiredAt bounds the wait."""
@@ -86,11 +93,14 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
                     hint_msg: Any = None, feed: VenueFeed | None = None) -> dict[str, Any]:
     try:
         fill = Fill.from_message(fill_msg)
-        symbol = cfg.market_by_index(fill.market_index).symbol
+        market = cfg.market_by_index(fill.market_index)
     except (InvalidFill, ConfigError) as exc:
         raise RefusedMessageError(f"refused fill message: {exc}") from None
-    spec = await client.market_spec(fill.market_index)
+    symbol = market.symbol
     ctx = f"fill_id={fill.fill_id} market={symbol}"
+    if problem := fill_bound_problem(fill.base_amount, market.max_position_base, market.max_unhedged_base):
+        raise PermanentHedgeError(f"{problem}; nothing counted or sent; {ctx}")
+    spec = await client.market_spec(fill.market_index)
     sent: list[Leg] = []
     # Counted once whoever records it first (the maker; or this task on a requeue after a wipe);
     # the same round trip reads the ledger, and may open the first leg (see _begin).
@@ -119,6 +129,8 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
             break
         if len(sent) >= MAX_LEGS_PER_TASK:
             raise PermanentHedgeError(f"still unhedged after {MAX_LEGS_PER_TASK} hedge orders; {ctx}")
+        if problem := b_position_problem(spec.base_from_int(ledger.hedged), split.order_signed, market.max_position_base):
+            raise PermanentHedgeError(f"{problem}; {ctx}")
         sent.append(await _open_and_send_leg(cfg, store, client, spec, symbol, fill, split, ctx, feed,
                                              fence_nonce, ledger.pending))
         ledger = store.ledger(symbol)
@@ -153,6 +165,9 @@ async def _begin(cfg: Config, store: Store, client: VenueClient, spec: MarketSpe
     if hint is not None:
         hinted = spec.base_from_int(hint.a_filled - hint.hedged)
         split = speculative_split(hint, store.fills_seen.get(symbol), spec, _worst_price(cfg, spec, fill, hinted))
+        if split is not None and b_position_problem(spec.base_from_int(hint.hedged), split.order_signed,
+                                                    cfg.market_by_index(fill.market_index).max_position_base):
+            split = None   # decided (and refused) on the ledger read back
     if split is None:
         return store.send_begin_hedge(symbol, fill.to_message(), units).result(), None
     assert hint is not None and hint.leg_seq is not None

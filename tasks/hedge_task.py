@@ -10,11 +10,13 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutdown
 
-from tasks import heartbeat, metrics, runtime
+from tasks import heartbeat, memtrace, metrics, runtime
 from venue import log_filters
 from tasks.celery_app import app
-from tasks.hedge import (RETRY_ON, LegPendingError, PermanentHedgeError, RefusedMessageError, hedge_one,
-                         market_symbol)
+from tasks.hedge import (RETRY_ON, LedgerGoneError, LegPendingError, PermanentHedgeError, RefusedMessageError,
+                         hedge_one, market_symbol)
+from tasks.signing import UnauthenticatedMessage
+from tasks.store import LedgerLostError
 
 log = logging.getLogger("tasks.hedge_task")
 FEED_WARM_S = 5.0   # the warm-up waits this long for B's order stream (hedges fall back to REST meanwhile)
@@ -45,8 +47,10 @@ class HedgeTask(Task):
         log.error("event=hedge.failed fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
         metrics.HEDGES.labels(market, "failed").inc()
         store = runtime.store()
+        auth = kwargs.get("auth")
         store.hedge_finished(market, task_id, fill_id, ok=False, reason=reason,
-                             fill_msg=fill if isinstance(fill, dict) else None)
+                             fill_msg=fill if isinstance(fill, dict) else None,
+                             auth=auth if isinstance(auth, dict) else None)
         store.publish_event({"event": "hedge.failed", "market": market, "fill_id": fill_id,
                              "task_id": task_id, "reason": reason})
 
@@ -66,30 +70,54 @@ def _fill_arg(args: tuple, kwargs: dict) -> Any:
     return kwargs.get("fill")
 
 
+def send_hedge(fill_msg: dict, task_id: str, auth: dict, hint: dict | None = None) -> None:
+    """apply_async of tasks.hedge_fill, routed to hedge.b; `auth` from tasks.signing.MessageSigner.sign.
+
+    Celery's saferepr of the arguments (shown by Flower) costs about 0.1 ms per task, before the
+    message is published; these are small flat dicts, for which the builtin repr says the same.
+    """
+    args, kwargs = [fill_msg], {"auth": auth, **({"hint": hint} if hint is not None else {})}
+    hedge_fill.apply_async(args=args, kwargs=kwargs, task_id=task_id, argsrepr=repr(args), kwargsrepr=repr(kwargs))
+
+
 @app.task(bind=True, base=HedgeTask, name="tasks.hedge_fill", max_retries=_strategy.max_retries)
-def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0) -> dict:
+def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0, auth: dict | None = None) -> dict:
     """Hedge one fill of account A with the opposite market order on account B.
 
+    `auth`: the maker's signature of the fill and its ledger generation (tasks.signing); a message
+    without a valid one is refused before anything else in it is read.
     `hint`: the market's ledger as the maker saw it when it counted the fill (hedge.plan.LedgerHint);
     it only lets the worker sign sooner, and a stale or missing one changes nothing else.
     `waits`: how many of this task's retries were waits on a leg the venue took (LegPendingError):
     they do not count against max_retries (a taken leg executes or expires; its ExpiredAt bounds
     them). Other failures retry with Celery's exponential backoff and jitter, up to max_retries.
     """
+    try:
+        generation = runtime.signer().verify(fill, auth)
+    except UnauthenticatedMessage as exc:
+        raise RefusedMessageError(f"refused: {exc}; nothing counted or sent") from None
+    # Every ledger write of this hedge checks that Redis still holds the ledger the fill was counted in.
+    runtime.store().expected_generation = generation
     attempt = self.request.retries - waits + 1
+    kept = {"waits": waits, "auth": auth}
     try:
         return runtime.run(lambda: _run(fill, attempt, hint))
+    except LedgerLostError as exc:
+        log.error("event=hedge.ledger_lost fill_id=%s task_id=%s reason=%s (stopped; nothing more is sent)",
+                  fill.get("fill_id") if isinstance(fill, dict) else None, self.request.id, exc)
+        raise LedgerGoneError(f"{exc}: stopped without sending; the maker's reconcile at start measures A+B "
+                              f"at the venue and hedges what is left") from None
     except LegPendingError as exc:
         log.info("event=hedge.waiting fill_id=%s task_id=%s retry_in_s=%.1f reason=%s",
                  fill.get("fill_id") if isinstance(fill, dict) else None, self.request.id, exc.retry_in_s, exc)
-        raise self.retry(exc=exc, countdown=exc.retry_in_s, args=(fill, None), kwargs={"waits": waits + 1},
+        raise self.retry(exc=exc, countdown=exc.retry_in_s, args=(fill, None), kwargs={**kept, "waits": waits + 1},
                          max_retries=self.request.retries + 1)
     except PermanentHedgeError:
         raise
     except RETRY_ON as exc:
         countdown = get_exponential_backoff_interval(factor=1, retries=attempt - 1,
                                                      maximum=_strategy.retry_backoff_max_s, full_jitter=True)
-        raise self.retry(exc=exc, countdown=countdown, args=(fill, None), kwargs={"waits": waits},
+        raise self.retry(exc=exc, countdown=countdown, args=(fill, None), kwargs=kept,
                          max_retries=_strategy.max_retries + waits)
 
 
@@ -112,6 +140,7 @@ def _warm_up(**_: Any) -> None:
 
     The solo pool runs tasks in this same process, so what is created here is reused.
     """
+    memtrace.install()   # SIGUSR2: gc, give freed memory back, log RSS (Celery keeps SIGUSR1)
     specs = {}
 
     async def warm() -> None:
@@ -145,15 +174,14 @@ def _recover(specs: dict) -> None:
     store = runtime.store()
     for market, spec in specs.items():
         ledger = store.ledger(market)
-        fills = store.fills(market)
-        if not fills or not (ledger.pending or spec.is_orderable(spec.base_from_int(ledger.unhedged))):
+        latest = store.latest_fill(market)   # also once retention moved the records out of Redis
+        if latest is None or not (ledger.pending or spec.is_orderable(spec.base_from_int(ledger.unhedged))):
             continue
-        latest = max(fills.values(), key=lambda f: (f.get("ts_seen_ms", 0), str(f["fill_id"])))
         task_id = f"hedge-{market}-recover-{int(time.time() * 1000)}"
         log.warning("event=worker.recover fill_id=%s market=%s pending_legs=%d unhedged_units=%d task_id=%s",
                     latest["fill_id"], market, len(ledger.pending), ledger.unhedged, task_id)
         store.mark_inflight(market, task_id)
-        hedge_fill.apply_async(args=[latest], task_id=task_id)
+        send_hedge(latest, task_id, runtime.signer().sign(latest, store.ensure_generation()))
 
 
 @worker_shutdown.connect

@@ -53,6 +53,21 @@ ROUND_PHASE_SECONDS = Counter(
     "Time of maker rounds by phase: venue (REST calls to the venue), resting (order waiting for fills), "
     "hedge_wait (waiting on hedge results), own (everything else: our code, Redis)", ["market", "phase"])
 
+# The alerter's (ops/alerter.py, `lighter-hedge alerter`, on metrics.alerter_port), sampled from Redis every
+# alerts.poll_interval_s. Labelled, so the maker and the worker, which never set them, export none of them.
+QUEUE_LENGTH = Gauge("lh_hedge_queue_length", "Hedge messages waiting in the broker queue, not yet taken by a worker",
+                     ["queue"])
+CONSUMER_PRESENT = Gauge(
+    "lh_hedge_consumer_present", "1 while a worker consumes the queue: its heartbeat is fresh in Redis and, with "
+    "alerts.consumer_check heartbeat+inspect, Celery's inspect lists the queue among its active queues", ["queue"])
+CONSUMER_ABSENT_SECONDS = Gauge("lh_hedge_consumer_absent_seconds",
+                                "How long the queue has had no consumer (0 while one is present)", ["queue"])
+ALERT_CONDITIONS = Gauge("lh_alert_conditions", "Alert conditions firing now, by kind", ["kind"])
+ALERTS = Counter("lh_alerts_total", "Alerts the alerter raised, by kind, state (firing, resolved) and outcome "
+                 "(delivered, failed: every attempt refused, logged: no webhook)", ["kind", "state", "outcome"])
+ALERT_DELIVERY_ATTEMPTS = Counter("lh_alert_delivery_attempts_total",
+                                  "Webhook POSTs, by result (ok, retry, refused)", ["result"])
+
 _started: set[int] = set()
 _watched: set[tuple[int, str]] = set()
 

@@ -16,11 +16,12 @@ from typing import Awaitable, Callable, TypeVar
 
 from hedge.config import Config
 from ops.settings import load_config
+from tasks.signing import MessageSigner
 from tasks.store import Store
 from venue.budget import budget_from_config
 from venue.client import VenueClient
 from venue.feed import VenueFeed
-from venue.keys import private_key
+from venue.keys import private_key, task_signing_key
 
 T = TypeVar("T")
 
@@ -30,6 +31,7 @@ _feed: VenueFeed | None = None
 _feed_task: asyncio.Task | None = None
 _store: Store | None = None
 _config: Config | None = None
+_signer: MessageSigner | None = None
 
 
 def config() -> Config:
@@ -44,6 +46,14 @@ def store() -> Store:
     if _store is None:
         _store = Store.from_url(config().redis_url)
     return _store
+
+
+def signer() -> MessageSigner:
+    """Checks the maker's signature on each hedge message (and signs the worker's own recovery tasks)."""
+    global _signer
+    if _signer is None:
+        _signer = MessageSigner(task_signing_key(config()))
+    return _signer
 
 
 def run(make: Callable[[], Awaitable[T]]) -> T:

@@ -34,6 +34,7 @@ limit still applies, and its 429s are retried by venue/client.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -48,6 +49,7 @@ from hedge.budget import (FIRST_BACKOFF_MS, MAX_BACKOFF_MS, BudgetError, Priorit
 log = logging.getLogger("venue.budget")
 
 BACKOFF_TTL_MS = 600_000       # a backoff step is forgotten after 10 minutes without a 429
+EXHAUSTED_EVERY_S = 10.0       # a process publishes budget.exhausted at most this often
 _NAME = re.compile(r"[A-Za-z0-9_.:/-]+")   # endpoints and process names: no '|' (the member separator)
 
 # Shared by the scripts: parse a window member, keep the running totals, drop expired entries.
@@ -235,14 +237,25 @@ def budget_key(a_index: int, b_index: int) -> str:
 def budget_from_config(cfg: Any, client: redis.Redis) -> "RequestBudget":
     """The budget of the config's A and B (`cfg`: hedge.config.Config) in `client`'s Redis db
     (e.g. `Store.from_url(cfg.redis_url).r`)."""
+    alerts = getattr(cfg, "alerts", None)
+    db = int(client.connection_pool.connection_kwargs.get("db") or 0)
     return RequestBudget(client, budget_key(cfg.account_a.account_index, cfg.account_b.account_index),
-                         cfg.rate_limit)
+                         cfg.rate_limit, exhausted_wait_ms=int(alerts.budget_wait_s * 1000) if alerts else None,
+                         # tasks.store.events_channel(db), named here: venue/ does not import tasks/ (Celery).
+                         events_channel=f"lh:{db}:events")
 
 
 class RequestBudget:
     def __init__(self, client: redis.Redis, name: str, limit: RateLimit, *,
-                 first_backoff_ms: int = FIRST_BACKOFF_MS, max_backoff_ms: int = MAX_BACKOFF_MS):
+                 first_backoff_ms: int = FIRST_BACKOFF_MS, max_backoff_ms: int = MAX_BACKOFF_MS,
+                 exhausted_wait_ms: int | None = None, events_channel: str | None = None):
+        """`exhausted_wait_ms` and `events_channel`: a request that waits at least that long for room
+        publishes {"event": "budget.exhausted", ...} there (the alerter's budget_exhausted;
+        alerts.budget_wait_s), at most once per EXHAUSTED_EVERY_S per process."""
         self.r = client
+        self.exhausted_wait_ms = exhausted_wait_ms
+        self.events_channel = events_channel
+        self._exhausted_said_at: float | None = None
         self.name = name
         self.limit = limit
         self.first_backoff_ms = first_backoff_ms
@@ -294,6 +307,7 @@ class RequestBudget:
         (used by callers that have something better to do, e.g. `status --watch`)."""
         started = time.monotonic()
         slept = False
+        said = False
         while True:
             try:
                 grant = self.try_acquire(endpoint, priority, process)
@@ -313,8 +327,30 @@ class RequestBudget:
                 return waited_ms
             if max_wait_ms is not None and waited_ms + grant.wait_ms > max_wait_ms:
                 raise BudgetWaitTimeout(endpoint, priority, grant.wait_ms, grant.reason)
+            if not said and self.exhausted_wait_ms is not None and waited_ms + grant.wait_ms >= self.exhausted_wait_ms:
+                said = True
+                self._say_exhausted(endpoint, priority, process, waited_ms + grant.wait_ms, grant)
             slept = True
             await asyncio.sleep(grant.wait_ms / 1000)
+
+    def _say_exhausted(self, endpoint: str, priority: Priority, process: str, wait_ms: int, grant: Grant) -> None:
+        """This request waits at least `wait_ms` for room: logged and published once per EXHAUSTED_EVERY_S."""
+        now = time.monotonic()
+        if self._exhausted_said_at is not None and now - self._exhausted_said_at < EXHAUSTED_EVERY_S:
+            return
+        self._exhausted_said_at = now
+        log.warning("event=budget.exhausted process=%s endpoint=%s priority=%s wait_ms=%d reason=%s used=%d limit=%s",
+                    process, endpoint, priority.name.lower(), wait_ms, grant.reason, grant.used, self.limit.limit)
+        if self.events_channel is None:
+            return
+        try:
+            self.r.publish(self.events_channel, json.dumps({
+                "event": "budget.exhausted", "process": process, "endpoint": endpoint,
+                "priority": priority.name.lower(), "wait_ms": wait_ms, "reason": grant.reason,
+                "why": _REASONS.get(grant.reason, grant.reason), "used": grant.used, "limit": self.limit.limit,
+                "unit": self.limit.unit, "tier": self.limit.tier}))
+        except redis.RedisError as exc:
+            log.warning("event=budget.unavailable action=exhausted_not_published error=%r", exc)
 
     # ---- what the venue said -----------------------------------------------------------------
 

@@ -500,22 +500,33 @@ class VenueClient:
         return await self._send_quote(0, lambda nonce: self.signer.sign_cancel_all_orders(
             lighter.SignerClient.CANCEL_ALL_TIF_ABORT, 0, nonce=nonce, api_key_index=self.api_key_index))
 
+    async def close_market(self, spec: MarketSpec, client_order_index: int, is_ask: bool, base: Decimal,
+                           worst_price_int: int, on_signed: Callable[["SignedTx"], None] | None = None) -> SendOutcome:
+        """A reduce-only market order (IOC, worst price) on a key whose other txs go through the
+        SDK's per-key lock (A's, in the maker: flatten's close of A), as HEDGE: it takes exposure off."""
+        return await self._send_quote(client_order_index, lambda nonce: self.signer.sign_create_order(
+            spec.market_index, client_order_index, spec.base_to_int(base), worst_price_int, int(is_ask),
+            lighter.SignerClient.ORDER_TYPE_MARKET, lighter.SignerClient.ORDER_TIME_IN_FORCE_IMMEDIATE_OR_CANCEL,
+            True, lighter.SignerClient.NIL_TRIGGER_PRICE, lighter.SignerClient.DEFAULT_IOC_EXPIRY,
+            nonce=nonce, api_key_index=self.api_key_index), on_signed, priority=Priority.HEDGE)
+
     async def _send_quote(self, client_order_index: int, sign: Callable[[int], tuple[Any, Any, Any, Any]],
-                          on_signed: Callable[["SignedTx"], None] | None = None) -> SendOutcome:
+                          on_signed: Callable[["SignedTx"], None] | None = None,
+                          priority: Priority = Priority.QUOTE) -> SendOutcome:
         """A's order or cancel: the SDK signs it with the key's next nonce and its send_tx sends it,
-        as QUOTE, under the SDK's per-key lock (the maker's market loops share A's key, so the txs
+        as QUOTE (or `priority`), under the SDK's per-key lock (the maker's market loops share A's key, so the txs
         reach the venue in nonce order, and a 429's re-send keeps its place). `on_signed` sees the
         signed tx (its nonce, hash and ExpiredAt) before it is sent: the maker's write-ahead."""
         async with self.signer.nonce_manager.lock(self.api_key_index):
             try:
-                nonce = await self._next_nonce(Priority.QUOTE)
+                nonce = await self._next_nonce(priority)
             except (lighter.ApiException, *_TRANSPORT_ERRORS) as exc:  # nothing was signed or sent
                 return SendOutcome(errors.RETRYABLE, None, f"cannot read the next nonce: {type(exc).__name__}: "
                                                            f"{errors.body_message(exc)}")
             signed = _signed(client_order_index, nonce, sign(nonce))
             if on_signed is not None and signed.error is None:
                 on_signed(signed)
-            return await self._deliver(signed, Priority.QUOTE, self._post_sdk)
+            return await self._deliver(signed, priority, self._post_sdk)
 
     async def _post_sdk(self, signed: "SignedTx") -> SendOutcome:
         """sendTx through the SDK's generated client (A's orders and cancels)."""

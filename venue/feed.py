@@ -30,7 +30,9 @@ from venue.reconnect import reconnecting
 log = logging.getLogger("venue.feed")
 
 TOKEN_RENEW_S = 480.0          # Lighter's tokens live 10 minutes: re-subscribe well before
-FINAL_ORDERS_KEPT = 2_000
+# Final orders kept for lookups by client order index: callers look at their latest orders (or wait on
+# open ones, never pruned); an older one is read over REST. More only costs memory and a scan per frame.
+FINAL_ORDERS_KEPT = 256
 SNAPSHOT_TIMEOUT_S = 10.0      # no snapshot this long after subscribing: reconnect
 
 

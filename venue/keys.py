@@ -1,11 +1,15 @@
 """Private keys: from the environment or a 0600 JSON key file, never from config.yaml or a message.
 
-Key file form: {"<account_index>": {"api_key_index": 3, "private_key": "0x…", "public_key": "0x…"}}
+Key file form: {"<account_index>": {"api_key_index": 3, "private_key": "0x…", "public_key": "0x…"},
+                "task_signing_key": "<64 hex digits>"}
+The task signing key authenticates hedge task messages between the maker and the worker
+(tasks.signing); it is the only entry not keyed by an account index.
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 
 from hedge.config import AccountConfig, Config, ConfigError
@@ -33,6 +37,32 @@ def private_key(cfg: Config, account: AccountConfig) -> Secret:
     raise ConfigError(
         f"accounts.{account.name}: no private key; set ${account.private_key_env}"
         + (f" or add account {account.account_index} to {cfg.keys_file}" if cfg.keys_file else ""))
+
+
+TASK_SIGNING_KEY_ENV = "LH_TASK_SIGNING_KEY"
+TASK_SIGNING_KEY_FIELD = "task_signing_key"
+TASK_SIGNING_KEY_MIN_HEX = 64   # 32 bytes
+
+
+def task_signing_key(cfg: Config) -> bytes:
+    """The HMAC key the maker signs hedge task messages with and the worker checks them with:
+    $LH_TASK_SIGNING_KEY, else keys_file's "task_signing_key" (hex, at least 32 bytes)."""
+    where = f"${TASK_SIGNING_KEY_ENV}"
+    value = os.environ.get(TASK_SIGNING_KEY_ENV, "").strip()
+    if not value and cfg.keys_file:
+        value = str(read_key_file(cfg.keys_file).get(TASK_SIGNING_KEY_FIELD) or "").strip()
+        where = f"keys_file {cfg.keys_file} field {TASK_SIGNING_KEY_FIELD}"
+    if not value:
+        raise ConfigError(
+            f"no task signing key: set ${TASK_SIGNING_KEY_ENV} (openssl rand -hex 32) for the maker and "
+            f"the worker" + (f", or add \"{TASK_SIGNING_KEY_FIELD}\" to {cfg.keys_file}" if cfg.keys_file else ""))
+    try:
+        key = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise ConfigError(f"{where}: expected hex digits (openssl rand -hex 32)") from None
+    if len(key) * 2 < TASK_SIGNING_KEY_MIN_HEX:
+        raise ConfigError(f"{where}: {len(key)} bytes; expected at least 32 (openssl rand -hex 32)")
+    return key
 
 
 def read_key_file(path: str) -> dict:
@@ -82,6 +112,9 @@ def _ensure_paper_keys_locked(cfg: Config) -> None:
     existing = read_key_file(cfg.keys_file)
     wanted = [a for a in (cfg.account_a, cfg.account_b) if str(a.account_index) not in existing]
     if not wanted:
+        if not existing.get(TASK_SIGNING_KEY_FIELD):
+            existing[TASK_SIGNING_KEY_FIELD] = secrets.token_hex(32)
+            write_key_file(cfg.keys_file, existing)
         return
     import subprocess
     import sys
@@ -99,4 +132,5 @@ def _ensure_paper_keys_locked(cfg: Config) -> None:
     for account, (priv, pub) in zip(wanted, pairs):
         existing[str(account.account_index)] = {
             "api_key_index": account.api_key_index, "private_key": priv, "public_key": pub}
+    existing.setdefault(TASK_SIGNING_KEY_FIELD, secrets.token_hex(32))
     write_key_file(cfg.keys_file, existing)

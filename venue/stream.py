@@ -35,7 +35,7 @@ log = logging.getLogger("venue.stream")
 OnFill = Callable[[Fill], Awaitable[None]]
 OnFills = Callable[[list[Fill]], Awaitable[None]]
 Backfill = Callable[[], Awaitable[list[dict[str, Any]]]]
-SEEN_MAX = 50_000
+SEEN_MAX = 5_000   # trade ids delivered lately; older replays are refused by the ledger (Redis)
 SNAPSHOT_TIMEOUT_S = 10.0   # no account_all snapshot this long after subscribing: reconnect
 
 

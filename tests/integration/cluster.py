@@ -127,6 +127,19 @@ class Cluster:
     def orders_log(self, account: int) -> list[dict]:
         return self.sim.admin(f"/admin/orders_log?account_index={account}")["orders_log"]
 
+    def send_hedge(self, fill: object, task_id: str, *, key: bytes | None = None, generation: str | None = None):
+        """Enqueue tasks.hedge_fill as the maker does: signed with this deployment's task signing key
+        (or `key`) for the ledger generation Redis holds (or `generation`). Returns its AsyncResult."""
+        from celery.result import AsyncResult
+
+        from tasks import app
+        from tasks.hedge_task import send_hedge
+        from tasks.signing import MessageSigner
+        from venue.keys import TASK_SIGNING_KEY_FIELD, read_key_file
+        key = key or bytes.fromhex(read_key_file(self.keys_file)[TASK_SIGNING_KEY_FIELD])
+        send_hedge(fill, task_id, MessageSigner(key).sign(fill, generation or self.store.ensure_generation()))
+        return AsyncResult(task_id, app=app)
+
     def maker_state(self, market: str = "ETH") -> str | None:
         return (self.store.state(market) or {}).get("state")
 

@@ -143,8 +143,9 @@ def test_flower_needs_auth_lists_the_hedge_and_readme_requeue_sends_nothing_twic
     # (c) The README's re-queue call, same task id, original fill: accepted, and sends nothing.
     b_creates_before = creates(c.orders_log(B))
     assert len(b_creates_before) == 1
+    auth = ast.literal_eval(task["kwargs"])["auth"]   # the maker's signature, shown beside the args
     status, text = flower.request("POST", "/api/task/async-apply/tasks.hedge_fill",
-                                  body={"args": [fill], "task_id": task_id})
+                                  body={"args": [fill], "kwargs": {"auth": auth}, "task_id": task_id})
     assert status == 200, (status, text)
     assert json.loads(text)["task-id"] == task_id
 
@@ -170,8 +171,10 @@ def test_flower_answers_carry_no_private_key(make_cluster, keys_file):
     flower = start_all(c)
     fill_id, task_id, _ = hedge_one_fill(c, flower)
     # A re-run through Flower too, so its own publish is part of what Flower shows.
+    shown = flower.get_json(f"/api/task/info/{task_id}")
     status, _ = flower.request("POST", "/api/task/async-apply/tasks.hedge_fill",
-                               body={"args": [ast.literal_eval(flower.get_json(f"/api/task/info/{task_id}")["args"])[0]],
+                               body={"args": [ast.literal_eval(shown["args"])[0]],
+                                     "kwargs": {"auth": ast.literal_eval(shown["kwargs"])["auth"]},
                                      "task_id": task_id})
     assert status == 200
 

@@ -155,15 +155,13 @@ def test_duplicate_fill_delivered_again_after_restart_is_hedged_once(make_cluste
 
 def test_hedge_task_run_twice_for_one_fill_sends_one_order(make_cluster):
     """A redelivered task (worker crash before ack) finds its registry record and sends nothing."""
-    from tasks import hedge_fill
-
     c = make_cluster()
     c.start_worker()
     fill = Fill(fill_id="dup-7", market_index=0, side="buy", base_amount=Decimal("0.0100"),
                 price=Decimal("3000.00"), order_index=1, client_order_index=1,
                 ts_exchange_ms=0, ts_seen_ms=int(time.time() * 1000)).to_message()
-    first = hedge_fill.apply_async(args=[fill], task_id="redelivery-1").get(timeout=30)
-    second = hedge_fill.apply_async(args=[fill], task_id="redelivery-2").get(timeout=30)
+    first = c.send_hedge(fill, "redelivery-1").get(timeout=30)
+    second = c.send_hedge(fill, "redelivery-2").get(timeout=30)
 
     assert first["filled_base"] == "0.0100" and len(first["b_order"]) == 1
     assert second["filled_base"] == "0.0000" and second["covered_by_earlier_hedge"] is True

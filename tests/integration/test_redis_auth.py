@@ -53,7 +53,9 @@ def test_password_protected_redis_hedges_and_the_password_stays_secret(tmp_path,
         wrong = subprocess.run([str(BIN / "lighter-hedge"), "status", "--config",
                                 str(_with_password(tmp_path, c, port, "wrong"))],
                                capture_output=True, text=True, env=c.env(), timeout=60)
-        assert wrong.returncode == 3 and "***" in wrong.stderr
+        # One line naming the Redis with its password masked, exit 2 (a bad Redis URL is a setup error).
+        assert wrong.returncode == 2 and wrong.stderr.startswith("redis error: ") and "***" in wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
         for text in (status.stdout, status.stderr, wrong.stdout, wrong.stderr, c.log("worker"), c.log("maker")):
             assert PASSWORD not in text and "wrong@" not in text
     finally:

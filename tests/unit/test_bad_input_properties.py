@@ -34,7 +34,7 @@ def _paths(node, prefix=()):
 CONFIG_PATHS = list(_paths(REPO_CONFIG))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no timing in a unit test
 @given(st.lists(st.tuples(st.sampled_from(CONFIG_PATHS), junk | st.just("<delete>")), min_size=1, max_size=3))
 def test_a_mangled_config_is_accepted_or_refused_naming_a_field(edits):
     cfg = copy.deepcopy(REPO_CONFIG)
@@ -61,7 +61,7 @@ VALID_FILL = {"fill_id": "77", "market_index": 0, "side": "buy", "base_amount": 
               "order_index": 281474976710700, "client_order_index": 5, "ts_exchange_ms": 1, "ts_seen_ms": 2}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.sampled_from(list(VALID_FILL)), junk | st.just("<delete>"))
 def test_a_malformed_task_payload_fails_permanently_before_touching_redis_or_the_venue(key, value):
     payload = dict(VALID_FILL)
@@ -90,7 +90,7 @@ def test_a_malformed_task_payload_fails_permanently_before_touching_redis_or_the
         raise AssertionError("a malformed payload was accepted")
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["trade_id", "market_id", "size", "price", "ask_id", "bid_id",
                                         "ask_account_id", "bid_account_id", "ask_client_id", "bid_client_id",
                                         "timestamp"]), junk, max_size=11))

@@ -296,6 +296,7 @@ def _run_maker(monkeypatch, redis_url, quantity: str, book, book_reads=((0, 1),)
 
     monkeypatch.setattr(app, "VenueClient", SimpleNamespace(open=fake_open))
     monkeypatch.setattr(app, "private_key", lambda cfg, account: "0x00")
+    monkeypatch.setenv("LH_TASK_SIGNING_KEY", "ab" * 32)
     monkeypatch.setattr(app, "MarketLoop", no_loop)
     cfg = parse_config({
         "lighter": {"base_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/stream"},

@@ -35,7 +35,7 @@ os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 def private_keys(keys_file) -> dict[int, str]:
     with open(keys_file) as fh:
         data = json.load(fh)
-    return {int(account): entry["private_key"] for account, entry in data.items()}
+    return {int(account): entry["private_key"] for account, entry in data.items() if account.isdigit()}
 
 
 @pytest.fixture

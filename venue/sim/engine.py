@@ -41,7 +41,7 @@ import hashlib
 import heapq
 import itertools
 import random
-from collections import Counter, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 from decimal import Decimal
@@ -66,6 +66,16 @@ CODE_EXPIRED = 21711                 # Lighter's "invalid expiry" (21116 is a wi
 MIN_ORDER_EXPIRY_MS = 5 * 60_000     # lighter-go MinOrderExpiryPeriod
 INACTIVE_ORDERS_KEPT = 1_000         # accountOrders / accountInactiveOrders: the last 1K inactive ...
 INACTIVE_WINDOW_MS = 24 * 3_600_000  # ... of the last 24 hours
+# Bounded history (a paper exchange that runs for days): the last TRADES_KEPT trades of the exchange
+# and of each account, the last ORDER_LOG_KEPT user txs in the order log, the last TXS_KEPT txs by
+# hash (pending ones always). Lists are trimmed in steps of a quarter, so appending stays cheap.
+TRADES_KEPT = 10_000
+ORDER_LOG_KEPT = 10_000
+TXS_KEPT = 10_000
+# Trade ids start at the first trade's time in ms times this: a restarted exchange continues above
+# every id it gave before (as long as it made fewer than this many trades per ms on average), so a
+# client's stored trade-id cutoff never hides its new trades.
+TRADE_IDS_PER_MS = 1_000
 CANCEL_ALL_IMMEDIATE, CANCEL_ALL_SCHEDULED, CANCEL_ALL_ABORT = 0, 1, 2
 
 
@@ -239,13 +249,13 @@ class Engine:
         self.trades_by_account: dict[int, list[Trade]] = {}
         self.order_log: list[dict[str, Any]] = []
         self._log_txs: list[TakenTx | None] = []       # taken tx behind each order_log entry
-        self.txs: dict[str, TakenTx] = {}
+        self.txs: OrderedDict[str, TakenTx] = OrderedDict()   # by hash, oldest first (TXS_KEPT)
         self._pending: list[tuple[int, int, TakenTx]] = []   # heap by (execute_at_ms, seq)
         self.tx_counts: dict[int, Counter] = defaultdict(Counter)
         self.pending_trades: list[Trade] = []          # drained by the server for the stream
         self.pending_order_updates: list[Order] = []   # user orders that changed (the orders channels)
         self._order_ids = itertools.count(FIRST_ORDER_INDEX)
-        self._trade_ids = itertools.count(1)
+        self._next_trade_id: int | None = None   # from the first trade's time (TRADE_IDS_PER_MS)
         self._inactive_seq = itertools.count(1)
         self._tx_seq = itertools.count(1)
         self.block_height = 1
@@ -347,6 +357,7 @@ class Engine:
             self._log_tx(seq, now_ms, tx_type, tx_info, tx, None, rej, recv_us)
             raise
         acct.visible_nonce.setdefault(tx.api_key_index, acct.next_nonce[tx.api_key_index])
+        self._settle_nonce_changes(acct, tx.api_key_index, now_ms)   # the queue holds only the lag's txs
         acct.next_nonce[tx.api_key_index] += 1
         acct.nonce_changes.setdefault(tx.api_key_index, deque()).append(
             (now_ms, acct.next_nonce[tx.api_key_index]))
@@ -356,6 +367,7 @@ class Engine:
         taken = TakenTx(seq, self._tx_hash(seq, tx_type_int, tx_info), tx, text, now_ms,
                         now_ms + delay_ms, late, force_slippage)
         self.txs[taken.tx_hash] = taken
+        self._forget_old_txs()
         heapq.heappush(self._pending, (taken.execute_at_ms, seq, taken))
         self.tx_counts[acct.index]["taken"] += 1
         if late:
@@ -417,6 +429,10 @@ class Engine:
         if api_key_index not in acct.next_nonce:
             raise TxRejected(21109, f"api key not found: account {account_index} has no "
                                     f"api key index {api_key_index}")
+        return self._settle_nonce_changes(acct, api_key_index, now_ms)
+
+    def _settle_nonce_changes(self, acct: "Account", api_key_index: int, now_ms: int) -> int:
+        """Nonce changes older than the lag become visible (and leave the queue); the visible nonce."""
         changes = acct.nonce_changes.get(api_key_index)
         visible = acct.visible_nonce.get(api_key_index, acct.next_nonce[api_key_index])
         if changes is None:
@@ -425,6 +441,13 @@ class Engine:
             visible = changes.popleft()[1]
         acct.visible_nonce[api_key_index] = visible
         return visible
+
+    def _forget_old_txs(self) -> None:
+        """Only the last TXS_KEPT txs are known by hash; one still pending is kept (moved to the end)."""
+        for _ in range(len(self.txs) - TXS_KEPT):
+            tx_hash, taken = self.txs.popitem(last=False)
+            if taken.status is TxStatus.PENDING:
+                self.txs[tx_hash] = taken   # at the end now: looked at again only after every other
 
     def set_tier(self, account_index: int, tier: str) -> list[int]:
         """Sets the tier of an account's L1 address: every account under its master."""
@@ -488,6 +511,9 @@ class Engine:
                 entry["order_index"] = tx.index
         self.order_log.append(entry)
         self._log_txs.append(taken)
+        if len(self.order_log) > ORDER_LOG_KEPT + ORDER_LOG_KEPT // 4:
+            del self.order_log[:-ORDER_LOG_KEPT]
+            del self._log_txs[:-ORDER_LOG_KEPT]
 
     def order_log_view(self, account_index: int | None = None) -> list[dict[str, Any]]:
         """Every tx of the user accounts as the API saw it (`result`: taken = "accepted", or
@@ -746,7 +772,9 @@ class Engine:
         market.last_trade_price = price
         market.daily_trades_count += 1
         market.daily_base_volume += qty
-        trade_id = next(self._trade_ids)
+        if self._next_trade_id is None:
+            self._next_trade_id = max(1, now_ms * TRADE_IDS_PER_MS)
+        trade_id, self._next_trade_id = self._next_trade_id, self._next_trade_id + 1
         usd = units_to_decimal(qty * price, cfg.size_decimals + cfg.price_decimals)
         imf = int(self.config.initial_margin_fraction * IMF_SCALE)
         taker_after = self.position(taker.account_index, cfg.market_id).base
@@ -783,9 +811,9 @@ class Engine:
         }
         trade = Trade(trade_id, cfg.market_id, qty, price, ask.account_index, bid.account_index,
                       ask.order_index, bid.order_index, now_ms, body)
-        self.trades.append(trade)
+        _append_bounded(self.trades, trade, TRADES_KEPT)
         for account_index in (ask.account_index, bid.account_index):
-            self.trades_by_account.setdefault(account_index, []).append(trade)
+            _append_bounded(self.trades_by_account.setdefault(account_index, []), trade, TRADES_KEPT)
         self.pending_trades.append(trade)
         return trade
 
@@ -1088,3 +1116,10 @@ def _json_dumps(value: Any) -> str:
         return json.dumps(value, sort_keys=True, default=str)
     except (TypeError, ValueError):
         return repr(value)
+
+
+def _append_bounded(items: list, item: Any, kept: int) -> None:
+    """Append, keeping the last `kept` (trimmed in steps of a quarter: an amortised O(1) append)."""
+    items.append(item)
+    if len(items) > kept + kept // 4:
+        del items[:-kept]

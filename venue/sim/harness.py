@@ -56,16 +56,33 @@ class AdminCallError(RuntimeError):
         self.body = body
 
 
-def fill_new_orders(cluster, filled: set[int]) -> None:
+def fill_new_orders(cluster, filled: set[int], chunk: str | None = None, one_frame: bool = False) -> int:
     """Fill each of A's resting orders on `cluster` (anything with active_orders() and fill())
-    not in `filled` whole, once (adds it to `filled`). Shared by the tests and the benchmarks."""
+    not in `filled` whole, once (adds it to `filled`). Shared by the tests and the benchmarks.
+
+    With `chunk` (a decimal string), each order is filled by trades of that size (one frame each,
+    the last one smaller when the size does not divide it; with `one_frame`, all of an order's trades
+    in one frame, as Lighter batches them). Returns how many trades were made."""
+    from decimal import Decimal
+
+    trades = 0
     for order in cluster.active_orders():
         if order["order_index"] not in filled:
             filled.add(order["order_index"])
+            remaining = Decimal(order["remaining_base_amount"])
+            sizes = [order["remaining_base_amount"]]
+            if chunk is not None and Decimal(chunk) < remaining:
+                whole, rest = divmod(remaining, Decimal(chunk))
+                sizes = [chunk] * int(whole) + ([str(rest)] if rest else [])
             try:
-                cluster.fill(order, [order["remaining_base_amount"]])
+                if one_frame:
+                    cluster.fill(order, sizes, one_frame=True)
+                else:
+                    cluster.fill(order, sizes)
+                trades += len(sizes)
             except Exception:  # noqa: BLE001 - cancelled meanwhile: the next one comes
                 pass
+    return trades
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition",

@@ -780,6 +780,8 @@ def load_public_keys(path: str) -> dict[int, dict[int, str]]:
         raise SystemExit(f"--keys-file {path}: expected a JSON object keyed by account index")
     out: dict[int, dict[int, str]] = {}
     for account, entries in raw.items():
+        if not account.isdigit():
+            continue   # not an account: the engine's task signing key (venue.keys)
         entries = entries if isinstance(entries, list) else [entries]
         for entry in entries:
             try:

@@ -1,0 +1,101 @@
+"""Memory on demand, for an operator and for `python -m bench soak`: SIGUSR2 to the maker or the worker.
+
+Each SIGUSR2 runs a full gc, hands the C allocator's free memory back to the system (glibc
+malloc_trim) and logs `event=memory.settled rss_mb_before=… rss_mb_after=…`: what the process holds,
+not what it once peaked at. SIGUSR2 because Celery's worker uses SIGUSR1 (it dumps its threads).
+
+With LH_MEMTRACE=1 (`bench soak --memtrace`) the process also runs tracemalloc: the first SIGUSR2
+takes the baseline, every later one logs what grew since, most recent frame first:
+`event=memtrace.total …`, `event=memtrace.objects type=+n …`, `event=memtrace.top rank=… site=…`.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+import os
+import signal
+import tracemalloc
+from collections import Counter
+from typing import Callable
+
+log = logging.getLogger("memtrace")
+ENV = "LH_MEMTRACE"
+SIGNAL = signal.SIGUSR2
+FRAMES = 6
+TOP = 25
+
+
+def install(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Answer SIGUSR2 (on `loop`, or with signal.signal from the main thread); trace with LH_MEMTRACE=1."""
+    trace = os.environ.get(ENV) == "1"
+    if trace:
+        tracemalloc.start(FRAMES)
+    compare = _tracer() if trace else None
+
+    def on_signal(*_: object) -> None:
+        before = rss_mb()
+        gc.collect()
+        _malloc_trim()
+        log.info("event=memory.settled rss_mb_before=%.2f rss_mb_after=%.2f", before, rss_mb())
+        if compare is not None:
+            compare()
+
+    if loop is not None:
+        loop.add_signal_handler(SIGNAL, on_signal)
+    else:
+        signal.signal(SIGNAL, on_signal)
+
+
+def rss_mb() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _malloc_trim() -> None:
+    """glibc keeps freed memory in its arenas; give it back (elsewhere: nothing to do)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _tracer() -> Callable[[], None]:
+    baseline: list[tracemalloc.Snapshot] = []
+    types: list[Counter[str]] = []
+    log.info("event=memtrace.on frames=%d", FRAMES)
+
+    def compare() -> None:
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__),   # modules imported late are not growth
+             tracemalloc.Filter(False, "<frozen importlib._bootstrap*>", all_frames=True)])
+        counts = Counter(type(obj).__qualname__ for obj in gc.get_objects())   # containers gc tracks
+        if not baseline:
+            baseline.append(snapshot)
+            types.append(counts)
+            log.info("event=memtrace.baseline traced_kib=%d", tracemalloc.get_traced_memory()[0] // 1024)
+            return
+        stats = snapshot.compare_to(baseline[0], "traceback")
+        log.info("event=memtrace.total traced_kib=%d growth_kib=%+.1f blocks=%+d",
+                 tracemalloc.get_traced_memory()[0] // 1024, sum(s.size_diff for s in stats) / 1024,
+                 sum(s.count_diff for s in stats))
+        grown = sorted(((n - types[0].get(name, 0), name) for name, n in counts.items()), reverse=True)[:10]
+        log.info("event=memtrace.objects %s", " ".join(f"{name}={diff:+d}" for diff, name in grown))
+        for rank, stat in enumerate(stats[:TOP], 1):
+            # Most recent frame first: where it was allocated, then who called.
+            site = " < ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in reversed(stat.traceback))
+            log.info("event=memtrace.top rank=%d size_kib=%+.1f count=%+d site=%s", rank, stat.size_diff / 1024,
+                     stat.count_diff, site)
+
+    return compare
