@@ -193,6 +193,9 @@ def _pings(client) -> bool:
 
 # ---- the cluster ---------------------------------------------------------------------------------
 
+WORKER_READY_S = 90
+
+
 class ChaosCluster(Cluster):
     """A Cluster with chaos knobs. `worker_redis_url` lets the worker reach Redis through a tap."""
 
@@ -234,7 +237,9 @@ class ChaosCluster(Cluster):
     def start_worker(self) -> None:
         self.mark("worker")
         self._spawn("worker", "worker")
-        wait_until(lambda: "ready." in self.log_since("worker") or self._died("worker"), 30, "worker ready")
+        # Up to 13 lanes start their workers at once on 2 cores, each importing the SDK twice (CLI, then
+        # Celery): startup is CPU-bound there, not a hedge timing.
+        wait_until(lambda: "ready." in self.log_since("worker") or self._died("worker"), WORKER_READY_S, "worker ready")
         assert not self._died("worker"), self.log("worker")[-3000:]
 
     def kill9(self, name: str) -> None:
