@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 import tracemalloc
 from collections import Counter
 from typing import Callable
@@ -24,7 +25,7 @@ from typing import Callable
 log = logging.getLogger("memtrace")
 ENV = "LH_MEMTRACE"
 SIGNAL = signal.SIGUSR2
-FRAMES = 6
+FRAMES = 4
 TOP = 25
 
 
@@ -45,8 +46,10 @@ def install(loop: asyncio.AbstractEventLoop | None = None) -> None:
 
     if loop is not None:
         loop.add_signal_handler(SIGNAL, on_signal)
-    else:
+    elif threading.current_thread() is threading.main_thread():
         signal.signal(SIGNAL, on_signal)
+    else:   # only the main thread may set a handler; nothing else here depends on it
+        log.warning("event=memory.no_signal_handler reason=not_the_main_thread")
 
 
 def rss_mb() -> float:

@@ -54,6 +54,8 @@ class LedgerRetention:
         self.markets = list(markets)
         self.cfg = cfg
         self.clock_ms = clock_ms
+        # Where a pass stopped at MAX_SCANNED_PER_PASS, per (market, kind): the next one goes on from there.
+        self._cursors: dict[tuple[str, str], int] = {}
 
     def run_once(self) -> list[RetentionPass]:
         """One pass over every market (blocking: Redis and the archive file)."""
@@ -72,7 +74,7 @@ class LedgerRetention:
         return out
 
     def _fills(self, market: str, older_than_ms: int) -> int:
-        removed, scanned, cursor = 0, 0, 0
+        removed, scanned, cursor = 0, 0, self._cursors.pop((market, "fills"), 0)
         while True:
             cursor, page = self.store.scan_fills(market, cursor, SCAN_COUNT)
             scanned += len(page)
@@ -86,10 +88,11 @@ class LedgerRetention:
                 self._archive([_line("fill", market, fill_id, old[fill_id], hedged=True) for fill_id in finished])
                 removed += len(self.store.prune_fills(market, finished))
             if cursor == 0 or scanned >= MAX_SCANNED_PER_PASS:
+                self._cursors[(market, "fills")] = cursor
                 return removed
 
     def _legs(self, market: str, older_than_ms: int) -> int:
-        removed, scanned, cursor = 0, 0, 0
+        removed, scanned, cursor = 0, 0, self._cursors.pop((market, "legs"), 0)
         while True:
             cursor, page = self.store.scan_legs(market, cursor, SCAN_COUNT)
             scanned += len(page)
@@ -105,19 +108,21 @@ class LedgerRetention:
                 self._archive([_line("leg", market, number, body) for number, body in closed.items()])
                 removed += self.store.prune_legs(market, [int(n) for n in closed])
             if cursor == 0 or scanned >= MAX_SCANNED_PER_PASS:
+                self._cursors[(market, "legs")] = cursor
                 return removed
 
     def _markers(self, market: str) -> int:
         below = self.store.pruned(market).below
         if below is None:
             return 0
-        removed, scanned, cursor = 0, 0, 0
+        removed, scanned, cursor = 0, 0, self._cursors.pop((market, "markers"), 0)
         while True:
             cursor, page = self.store.scan_hedged_markers(market, cursor, SCAN_COUNT)
             scanned += len(page)
             stale = [fill_id for fill_id in page if is_trade_id(fill_id) and int(fill_id) <= below]
             removed += self.store.prune_markers(market, stale)
             if cursor == 0 or scanned >= MAX_SCANNED_PER_PASS:
+                self._cursors[(market, "markers")] = cursor
                 return removed
 
     def _archive(self, lines: list[str]) -> None:

@@ -301,7 +301,8 @@ class RequestBudget:
         return self.last_grant.used + self.limit.cost(endpoint) <= self.limit.limit
 
     async def acquire(self, endpoint: str, priority: Priority, process: str, max_wait_ms: int | None = None) -> int:
-        """Wait until the request fits, record it, and return how long it waited (ms).
+        """Wait until the request fits, record it, and return how long it waited for room (ms; 0
+        when it fitted at once: the Redis round trip itself is not a wait).
 
         Never refuses; with `max_wait_ms` it raises BudgetWaitTimeout instead of waiting longer
         (used by callers that have something better to do, e.g. `status --watch`)."""
@@ -322,8 +323,10 @@ class RequestBudget:
                 self.last_grant = grant
                 self.local.acquired[priority] += 1
                 self.local.paced[priority] += int(slept)
-                self.local.waited_ms[priority] += waited_ms
                 self._backoff_seen = self._backoff_seen or grant.backoff_step_ms > 0
+                if not slept:
+                    return 0
+                self.local.waited_ms[priority] += waited_ms
                 return waited_ms
             if max_wait_ms is not None and waited_ms + grant.wait_ms > max_wait_ms:
                 raise BudgetWaitTimeout(endpoint, priority, grant.wait_ms, grant.reason)

@@ -175,3 +175,21 @@ def test_a_pruned_fill_delivered_again_is_hedged_once_end_to_end(make_cluster, t
     assert c.store.ledger("ETH").a_filled == a_filled and c.store.inflight("ETH") == set()
     assert c.position(A) == Decimal("0.0500") and c.position(B) == Decimal("-0.0500")
     assert [e for e in c.orders_log(B) if e["tx_type"] == 14 and e["result"] == "accepted"] == hedges_before
+
+
+def test_a_pass_is_bounded_and_the_next_one_goes_on_where_it_stopped(store, tmp_path, monkeypatch):
+    import tasks.retention as retention_module
+    monkeypatch.setattr(retention_module, "SCAN_COUNT", 20)
+    monkeypatch.setattr(retention_module, "MAX_SCANNED_PER_PASS", 60)
+    ids = [str(6000 + i) for i in range(300)]   # beyond Redis's small-hash encoding: HSCAN pages for real
+    for fill_id in ids:
+        record(store, fill_id)
+        hedge(store, fill_id)
+    passes = retention(store, tmp_path)
+    removed = []
+    while store.fills("ETH") and len(removed) < 50:
+        [done] = passes.run_once()
+        removed.append(done.fills)
+    assert store.fills("ETH") == {} and sum(removed) == 300
+    assert max(removed) <= 60 + 20 and len(removed) >= 4   # each pass scans about MAX_SCANNED_PER_PASS
+    assert store.stats("ETH")["hedges"] == 300 and store.ledger("ETH").unhedged == 0
