@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test ensure-redis bench-latency bench-burst bench-cycle bench-requests bench-soak
+.PHONY: venv demo test ensure-redis ensure-browser bench-latency bench-burst bench-cycle bench-requests bench-soak
 
 $(BIN)/lighter-hedge: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,10 +17,14 @@ venv: $(BIN)/lighter-hedge
 ensure-redis:
 	@bash scripts/ensure-redis.sh $(REDIS_PORT)
 
+# Debian's chromium + chromium-driver for the console's browser test, only when missing (apt).
+ensure-browser:
+	@bash scripts/ensure-browser.sh
+
 demo: venv ensure-redis
 	$(BIN)/lighter-hedge demo
 
-test: venv ensure-redis
+test: venv ensure-redis ensure-browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (README, "Benchmarks"): each prints key=value lines.

@@ -2,6 +2,8 @@
 
 Broker and backend come from config.yaml's redis section (LH_REDIS_URL overrides it).
 """
+from kombu import Exchange, Queue
+
 from ops.settings import FAILED_RESULT_TTL_S, RESULT_TTL_S, load_config, result_keyprefix
 
 _cfg = load_config()
@@ -14,6 +16,13 @@ broker_connection_retry_on_startup = True
 # Only account B's worker consumes hedge.b.
 task_routes = {"tasks.hedge_fill": {"queue": "hedge.b"}}
 task_default_queue = "lighter-hedge.default"
+# Declared, not only created on first use: Flower's broker page and /api/queues/length list hedge.b
+# (with its length) from the start, also while no worker runs or its consumer was cancelled. The
+# same exchange and routing key Celery gave the queue it created on demand, so messages already
+# queued and running makers and workers stay compatible. The worker's -Q hedge.b still selects
+# hedge.b alone; the default queue is declared for Flower's list and nothing consumes it.
+task_queues = (Queue("hedge.b", Exchange("hedge.b", type="direct"), routing_key="hedge.b"),
+               Queue(task_default_queue, Exchange(task_default_queue, type="direct"), routing_key=task_default_queue))
 
 # A hedge is acknowledged only after it finished; a worker that dies mid-hedge gets it
 # redelivered, and the task's write-ahead registry makes that redelivery safe.
@@ -47,6 +56,12 @@ task_track_started = False
 # view and one by one in `lighter-hedge status` (in flight, from Redis).
 worker_send_task_events = True
 task_send_sent_event = False
+
+# Flower's worker controls (README "Operating" has the table): a rate limit set on a hedge task
+# (Flower's "Rate limit", `celery control rate_limit`) is ignored, and tasks/worker_guard.py sets it
+# back; pool restarts ("Restart pool") are refused. Solo pool: no grow/shrink, autoscale or time limits.
+worker_disable_rate_limits = True
+worker_pool_restarts = False
 
 worker_hijack_root_logger = False
 timezone = "UTC"

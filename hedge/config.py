@@ -94,7 +94,8 @@ class MetricsConfig:
 
 
 ALERT_FORMATS = ("plain", "slack", "telegram")
-ALERT_KINDS = ("paused", "resumed", "hedge_failed", "no_consumer", "budget_exhausted", "flatten")
+ALERT_KINDS = ("paused", "resumed", "hedge_failed", "no_consumer", "budget_exhausted", "flatten", "worker_stopped",
+               "control_reverted")
 CONSUMER_CHECKS = ("heartbeat", "heartbeat+inspect")
 
 
@@ -135,6 +136,8 @@ class Config:
     strategy: StrategyConfig
     flower_port: int
     sim: dict[str, Any] = field(default_factory=dict)
+    # `lighter-hedge console` (ops/console.py): the web console on 127.0.0.1, beside Flower.
+    console_port: int = 5556
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Lighter's request budget of A and B's L1 address (hedge.budget; venue/budget.py enforces it).
     rate_limit: RateLimit = field(default_factory=lambda: rate_limit_for_tier("standard"))
@@ -161,7 +164,7 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError("config: expected a YAML mapping at the top level")
     _refuse_renamed(raw)
     refuse_unknown_keys(raw, "", KNOWN_KEYS[""])
-    for section in ("lighter", "redis", "accounts", "strategy", "flower", "metrics", "ledger", "alerts"):
+    for section in ("lighter", "redis", "accounts", "strategy", "flower", "metrics", "ledger", "alerts", "console"):
         if isinstance(raw.get(section), Mapping):
             refuse_unknown_keys(raw[section], section, KNOWN_KEYS[section])
     mode = _choice(raw, "mode", MODES, default="paper")
@@ -193,6 +196,8 @@ def parse_config(raw: Any) -> Config:
     if not isinstance(flower, Mapping):
         raise ConfigError("flower: expected a mapping")
     flower_port = _int(flower, "flower.port", default=5555, minimum=1, maximum=65535)
+    metrics = _metrics(raw.get("metrics"))
+    console_port = _console_port(raw.get("console"), flower_port, metrics)
     sim = raw.get("sim") or {}
     if not isinstance(sim, Mapping):
         raise ConfigError("sim: expected a mapping")
@@ -202,7 +207,7 @@ def parse_config(raw: Any) -> Config:
     return Config(mode=mode, base_url=base_url.rstrip("/"), ws_url=ws_url.rstrip("/"), chain_id=chain_id,
                   redis_url=redis_url, result_backend_url=result_backend_url, keys_file=keys_file,
                   account_a=a, account_b=b, markets=markets, strategy=strategy,
-                  flower_port=flower_port, sim=dict(sim), metrics=_metrics(raw.get("metrics")),
+                  flower_port=flower_port, sim=dict(sim), metrics=metrics, console_port=console_port,
                   rate_limit=_rate_limit(lighter, mode, sim, (a.account_index, b.account_index)),
                   ledger=_ledger(raw.get("ledger")), alerts=_alerts(raw.get("alerts")))
 
@@ -210,7 +215,7 @@ def parse_config(raw: Any) -> Config:
 # Every key each section knows: anything else is a typo that would otherwise run on a default.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "": ("mode", "lighter", "redis", "keys_file", "accounts", "markets", "strategy", "flower", "metrics", "sim",
-         "ledger", "alerts"),
+         "ledger", "alerts", "console"),
     "lighter": ("base_url", "ws_url", "chain_id", "tier", "rate_limit", "hedge_reserve"),
     "redis": ("url", "result_backend_url"),
     "accounts": ("account_a", "account_b"),
@@ -220,6 +225,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
                  "hedge_wait_timeout_s", "max_hedges_per_minute", "reconcile_interval_s", "order_expiry_s",
                  "dead_man_s"),
     "flower": ("port",),
+    "console": ("port",),
     "metrics": ("maker_port", "worker_port", "host", "alerter_port"),
     "ledger": ("retention_s", "prune_interval_s", "archive_path"),
     "alerts": ("enabled", "webhook_url_env", "format", "telegram_chat_id", "kinds", "no_consumer_s", "consumer_check",
@@ -400,6 +406,21 @@ def _ledger(sec: Any) -> LedgerConfig:
                                       "a trade of A not delivered within it would be taken for a replay"),
         prune_interval_s=_seconds(sec, "ledger.prune_interval_s", default.prune_interval_s),
         archive_path=path)
+
+
+def _console_port(sec: Any, flower_port: int, metrics: MetricsConfig) -> int:
+    """console.port: the web console's loopback port; default the port after Flower's."""
+    if sec is None:
+        sec = {}
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"console: expected a mapping with port, got {type(sec).__name__}")
+    default = flower_port + 1 if flower_port < 65535 else flower_port - 1
+    port = _int(sec, "console.port", default=default, minimum=1, maximum=65535)
+    taken = {flower_port: "flower.port", metrics.maker_port: "metrics.maker_port",
+             metrics.worker_port: "metrics.worker_port", metrics.alerter_port: "metrics.alerter_port"}
+    if port in taken:
+        raise ConfigError(f"console.port: must differ from {taken[port]} ({port})")
+    return port
 
 
 def _metrics(sec: Any) -> MetricsConfig:

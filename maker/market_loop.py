@@ -20,7 +20,7 @@ from hedge.money import MarketSpec
 from hedge.plan import MAX_CLIENT_ORDER_INDEX, Quote, next_quote, worst_price_int
 from maker.hedges import HedgeDispatcher
 from tasks import metrics
-from tasks.store import Ledger, Store
+from tasks.store import Ledger, Store, requeue_base
 from venue import errors
 from venue.client import IN_DOUBT_TAKER, OrderView, VenueClient
 from venue.feed import VenueFeed, order_final
@@ -825,6 +825,8 @@ class MarketLoop:
 
 
 def _fill_id_of(task_id: str, symbol: str) -> str:
-    """hedge-<market>-<fill_id>[-again-<ms>] -> fill_id (tasks enqueued by an earlier maker or the worker)."""
-    rest = task_id.removeprefix(f"hedge-{symbol}-")
-    return rest.split("-again-")[0] if rest != task_id else "unknown"
+    """hedge-<market>-<fill_id>[-again-<ms>][-r<n>] -> fill_id (tasks enqueued by an earlier maker, the
+    worker, or a requeue under a new id)."""
+    base = requeue_base(task_id)
+    rest = base.removeprefix(f"hedge-{symbol}-")
+    return rest.split("-again-")[0] if rest != base else "unknown"

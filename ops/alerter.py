@@ -2,8 +2,10 @@
 
 One process (supervisord's `alerter` program when `alerts.enabled`):
 
-- the main thread subscribes to the events and control channels, and every `alerts.poll_interval_s`
-  samples Redis (pauses, failed hedges, the worker's heartbeat, hedge.b's length), feeding each into
+- the main thread subscribes to the events and control channels (pauses, failed hedges, the budget,
+  the worker's worker.stopped / worker.started / worker.control_reverted: ops.alerts.parse_event), and
+  every `alerts.poll_interval_s` samples Redis (pauses, failed hedges, the worker's heartbeat, hedge.b's
+  length), feeding each into
   ops.alerts.decide; its state is saved in Redis (`lh:alerts:state`) so a restart does not alert
   an ongoing condition again;
 - a thread asks Celery's inspect which queues the workers consume (`consumer_check: heartbeat+inspect`);

@@ -4,7 +4,8 @@ The alerter observes two things and turns them into alerts a person reads:
 
 - **events** from Redis pub/sub: `paused` / `resumed` (the control channel, Store.pause/resume),
   `hedge.failed` (the worker, tasks/hedge_task.py), `budget.exhausted` (any process whose request
-  waited at least `alerts.budget_wait_s` for the request budget, venue/budget.py);
+  waited at least `alerts.budget_wait_s` for the request budget, venue/budget.py), `worker.stopped` /
+  `worker.started` and `worker.control_reverted` (the worker, tasks/worker_guard.py);
 - **snapshots** of Redis every `alerts.poll_interval_s`: each market's pause (with who paused it),
   its failed hedges, the worker's heartbeat, Celery's inspect of hedge.b, the queue's length.
   Pub/sub is lossy (an alerter that was down missed it); a snapshot is not, so a condition is
@@ -19,6 +20,10 @@ Deduplication: an ongoing condition alerts once when it starts (`firing`) and on
 | `hedge_failed:<task id>` | a hedge fails (again: a failure with a new time) | it leaves the failed list (requeued) |
 | `no_consumer` | no consumer on hedge.b for `alerts.no_consumer_s` | a consumer is back |
 | `budget_exhausted` | a `budget.exhausted` event | none for `alerts.budget_clear_s` |
+| `worker_stopped` | a `worker.stopped` event (with the worker's reason: Flower's Shut Down, a signal) | `worker.started`, or a snapshot whose consumer is present longer than a heartbeat's TTL after the stop |
+
+`control_reverted` is not a condition: each `worker.control_reverted` event (Flower's Cancel
+Consumer, Add Consumer, Rate limit or time limits, undone by the worker) is one alert.
 
 Consumer presence: the worker's heartbeat in Redis (Store.worker_alive, 10 s TTL) and, with
 `alerts.consumer_check: heartbeat+inspect` (the default), Celery's inspect listing hedge.b among a
@@ -41,9 +46,13 @@ FIRING, RESOLVED = "firing", "resolved"
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 PAUSED, RESUMED, HEDGE_FAILED, NO_CONSUMER, BUDGET_EXHAUSTED, FLATTEN = (
     "paused", "resumed", "hedge_failed", "no_consumer", "budget_exhausted", "flatten")
+WORKER_STOPPED, CONTROL_REVERTED = "worker_stopped", "control_reverted"
 HEDGE_QUEUE = "hedge.b"
 FLATTEN_BY = "flatten"          # Store.pause(..., by="flatten"): ops/flatten.py pauses a market first
-CONDITION_KINDS = (PAUSED, HEDGE_FAILED, NO_CONSUMER, BUDGET_EXHAUSTED)
+CONDITION_KINDS = (PAUSED, HEDGE_FAILED, NO_CONSUMER, BUDGET_EXHAUSTED, WORKER_STOPPED)
+# A heartbeat seen this long after a worker stopped was written by a worker running since
+# (tasks/heartbeat.py TTL_MS): the stop is over even if the alerter missed worker.started.
+HEARTBEAT_TTL_MS = 10_000
 
 
 # ---- what the alerter observes ---------------------------------------------------------------------
@@ -104,7 +113,30 @@ class Snapshot:
     queue_length: int
 
 
-Event = Union[PausedEvent, ResumedEvent, HedgeFailedEvent, BudgetExhaustedEvent]
+@dataclass(frozen=True)
+class WorkerStoppedEvent:
+    at_ms: int
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerStartedEvent:
+    at_ms: int
+    worker: str
+
+
+@dataclass(frozen=True)
+class ControlRevertedEvent:
+    at_ms: int
+    worker: str
+    control: str                # cancel_consumer, add_consumer, rate_limit, time_limit
+    detail: str
+    within_ms: int
+
+
+Event = Union[PausedEvent, ResumedEvent, HedgeFailedEvent, BudgetExhaustedEvent, WorkerStoppedEvent,
+              WorkerStartedEvent, ControlRevertedEvent]
 Observation = Union[Event, Snapshot]
 
 
@@ -125,6 +157,15 @@ def parse_event(message: Any, at_ms: int) -> Event | None:
     if name == "hedge.failed" and isinstance(market, str) and body.get("task_id"):
         return HedgeFailedEvent(at_ms, market, Failure(str(body["task_id"]), str(body.get("fill_id") or ""),
                                                        str(body.get("reason") or "")))
+    if name == "worker.stopped":
+        return WorkerStoppedEvent(at_ms, str(body.get("worker") or ""), str(body.get("reason") or ""))
+    if name == "worker.started":
+        return WorkerStartedEvent(at_ms, str(body.get("worker") or ""))
+    if name == "worker.control_reverted":
+        took = body.get("within_ms")
+        return ControlRevertedEvent(at_ms, str(body.get("worker") or ""), str(body.get("control") or "?"),
+                                    str(body.get("detail") or ""),
+                                    took if isinstance(took, int) and not isinstance(took, bool) else 0)
     if name == "budget.exhausted":
         try:
             wait_ms = int(body.get("wait_ms") or 0)
@@ -176,7 +217,8 @@ class AlertState:
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str                   # paused, resumed, hedge_failed, no_consumer, budget_exhausted, flatten
+    kind: str                   # paused, resumed, hedge_failed, no_consumer, budget_exhausted, flatten,
+                                # worker_stopped, control_reverted
     state: str                  # firing | resolved
     severity: str               # critical | warning | info
     market: str                 # '' when not about one market
@@ -197,6 +239,12 @@ def decide(state: AlertState, seen: Observation, settings: AlertsConfig) -> tupl
         state, alerts = _on_resume(state, seen.market, seen.at_ms)
     elif isinstance(seen, HedgeFailedEvent):
         state, alerts = _on_failure(state, seen.market, seen.failure, seen.at_ms)
+    elif isinstance(seen, WorkerStoppedEvent):
+        state, alerts = _on_worker_stopped(state, seen)
+    elif isinstance(seen, WorkerStartedEvent):
+        state, alerts = _on_worker_back(state, seen.at_ms, seen.worker)
+    elif isinstance(seen, ControlRevertedEvent):
+        state, alerts = state, [_control_reverted(seen)]
     elif isinstance(seen, BudgetExhaustedEvent):
         state, alerts = _on_budget(state, seen, settings)
     else:
@@ -301,6 +349,10 @@ def _on_snapshot(state: AlertState, snap: Snapshot, settings: AlertsConfig) -> t
                                 (("task_id", held.about),)))
     state, more = _on_consumer(state, snap, settings)
     alerts += more
+    stopped = state.active.get(WORKER_STOPPED)
+    if stopped is not None and consumer_present(snap) and snap.at_ms - stopped.since_ms > HEARTBEAT_TTL_MS:
+        state, more = _on_worker_back(state, snap.at_ms, "")
+        alerts += more
     held = state.active.get(BUDGET_EXHAUSTED)
     last = state.budget_last_ms if state.budget_last_ms is not None else (held.since_ms if held else 0)
     if held is not None and snap.at_ms - last >= settings.budget_clear_s * 1000:
@@ -309,6 +361,42 @@ def _on_snapshot(state: AlertState, snap: Snapshot, settings: AlertsConfig) -> t
                             f"request budget recovered: no request waited {settings.budget_wait_s:g}s or more for "
                             f"room in the last {_duration(snap.at_ms - last)}", snap.at_ms))
     return state, alerts
+
+
+def _on_worker_stopped(state: AlertState, seen: WorkerStoppedEvent) -> tuple[AlertState, list[Alert]]:
+    if WORKER_STOPPED in state.active:
+        return state, []    # stopped again before it was seen back (a restart loop): one alert
+    state = _with(state, WORKER_STOPPED, Condition(WORKER_STOPPED, "", seen.at_ms, seen.worker, seen.reason))
+    who = seen.worker or "?"
+    return state, [Alert(
+        WORKER_STOPPED, FIRING, WARNING, "",
+        f"hedge worker {who} stopped: {seen.reason or 'no reason given'}. Under supervisord (autorestart=true) it "
+        f"starts again within seconds; hedges wait in {HEDGE_QUEUE} meanwhile. If it does not come back: "
+        f"`supervisorctl status worker`, logs/worker.log", seen.at_ms,
+        (("worker", seen.worker), ("reason", seen.reason)))]
+
+
+def _on_worker_back(state: AlertState, at_ms: int, worker: str) -> tuple[AlertState, list[Alert]]:
+    held = state.active.get(WORKER_STOPPED)
+    if held is None:
+        return state, []
+    state = _with(state, WORKER_STOPPED, None)
+    who = worker or held.mark or "?"
+    return state, [Alert(
+        WORKER_STOPPED, RESOLVED, INFO, "",
+        f"hedge worker {who} consumes {HEDGE_QUEUE} again (stopped {_duration(at_ms - held.since_ms)}: "
+        f"{held.about or 'no reason given'})", at_ms,
+        (("worker", who), ("stopped_for_s", str(max(0, at_ms - held.since_ms) // 1000)), ("reason", held.about)))]
+
+
+def _control_reverted(seen: ControlRevertedEvent) -> Alert:
+    return Alert(
+        CONTROL_REVERTED, FIRING, WARNING, "",
+        f"a worker control ({seen.control}) reached hedge worker {seen.worker or '?'} and was undone "
+        f"within {seen.within_ms} ms: {seen.detail or 'no detail'}. The worker consumes {HEDGE_QUEUE} only, "
+        f"without rate or time limits (README \"Operating\", Flower's controls)", seen.at_ms,
+        (("worker", seen.worker), ("control", seen.control), ("detail", seen.detail),
+         ("within_ms", str(seen.within_ms))))
 
 
 def consumer_present(snap: Snapshot) -> bool:

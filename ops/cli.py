@@ -284,23 +284,13 @@ def pause_command(config_path: str | None, market: str | None, reason: str) -> N
                                            "exposed until they are requeued)")
 def resume_command(config_path: str | None, market: str | None, force: bool) -> None:
     """Let A trade again. Refuses while failed hedges remain: requeue them first."""
+    from ops.resume import resume   # the console's Resume calls the same function
     cfg = _load(config_path)
     store = _store(cfg)
-    code = 0
-    for symbol in _markets(cfg, market):
-        failed = store.failed(symbol)
-        if failed and not force:
-            click.echo(f"market={symbol} not resumed: {len(failed)} failed hedge(s) remain "
-                       f"({', '.join(sorted(failed))}); run `lighter-hedge requeue --all-failed` first", err=True)
-            code = 1
-            continue
-        if failed:   # forced: the maker trades on with these left, until one fails anew
-            store.acknowledge_failed(symbol, sorted(failed))
-        store.resume(symbol)
-        click.echo(f"market={symbol} resumed" + (f" with {len(failed)} failed hedge(s) acknowledged "
-                                                 f"({', '.join(sorted(failed))}): A stays exposed until they "
-                                                 f"are requeued" if failed else ""))
-    sys.exit(code)
+    outcomes = resume(store, _markets(cfg, market), force=force, by="cli")
+    for outcome in outcomes:
+        click.echo(outcome.line(), err=not outcome.resumed)
+    sys.exit(0 if all(o.resumed for o in outcomes) else 1)
 
 
 @main.command("requeue")
@@ -308,24 +298,28 @@ def resume_command(config_path: str | None, market: str | None, force: bool) -> 
 @click.argument("task_id", required=False)
 @click.option("--all-failed", is_flag=True, help="every failed hedge (of --market, or all markets)")
 @click.option("--market", default=None)
-def requeue_command(config_path: str | None, task_id: str | None, all_failed: bool, market: str | None) -> None:
-    """Re-run failed hedges with their original fill (same task id)."""
-    from ops.requeue import requeue
+@click.option("--max-slippage-bps", "max_slippage_bps", metavar="N", default=None,
+              help="B's worst price from the best price on B's side of the book now +- N bps (0 < N <= 1000, like "
+                   "strategy.max_slippage_bps) instead of from A's fill price; printed before it is sent")
+def requeue_command(config_path: str | None, task_id: str | None, all_failed: bool, market: str | None,
+                    max_slippage_bps: str | None) -> None:
+    """Re-run hedges with their original fill: failed ones, or TASK_ID whatever happened to it (failed,
+    revoked, lost). The same task id; a revoked one runs as <id>-r<n> (workers discard its id)."""
+    from ops.requeue import RequeueError, requeue_hedges
     cfg = _load(config_path)
     store = _store(cfg)
     if bool(task_id) == all_failed:
         raise click.UsageError("give a TASK_ID or --all-failed")
-    done = requeue(cfg, store, _markets(cfg, market), task_id)
-    if not done and task_id in store.refused():
-        click.echo(f"nothing to requeue: {task_id} is a refused message ({store.refused()[task_id]['reason']}); "
-                   f"nothing was traded, re-running it cannot help - `lighter-hedge clear-refused {task_id}`",
-                   err=True)
-        sys.exit(1)
+    try:
+        done = requeue_hedges(cfg, store, _markets(cfg, market), task_id, max_slippage_bps, echo=click.echo)
+    except RequeueError as exc:
+        click.echo(f"requeue error: {exc}" if exc.exit_code == 2 else str(exc), err=True)
+        sys.exit(exc.exit_code)
     if not done:
-        click.echo("nothing to requeue" + (f": {task_id} is not a failed hedge" if task_id else ""), err=True)
+        click.echo("nothing to requeue: no failed hedge with a fill this deployment can trust", err=True)
         sys.exit(1)
-    for tid in done:
-        click.echo(f"requeued {tid}")
+    for requeued in done:
+        click.echo(requeued.line())
 
 
 @main.command("clear-refused")
@@ -354,20 +348,47 @@ def flatten_command(config_path: str | None, market: str | None, yes: bool) -> N
     """Pause, cancel A's orders and close A's and B's positions with reduce-only market orders,
     sent by the maker (A) and the worker (B) when they run: one sender per key."""
     from hedge.flatten import FlattenError
-    from ops.flatten import flatten
+    from ops.flatten import confirm_question, flatten   # the console's Flatten calls the same
     cfg = _load(config_path)
     store = _store(cfg)
     symbols = _markets(cfg, market)
     if not yes:
-        click.confirm(f"Close every position of accounts {cfg.account_a.account_index} and "
-                      f"{cfg.account_b.account_index} on {', '.join(symbols)} ({cfg.mode} mode) with market "
-                      f"orders, and pause?", abort=True)
+        click.confirm(confirm_question(cfg, symbols), abort=True)
     try:
         ok = asyncio.run(flatten(cfg, store, symbols, click.echo))
     except (FlattenError, RuntimeError) as exc:
         click.echo(f"flatten error: {exc}", err=True)
         sys.exit(1)
     sys.exit(0 if ok else 1)
+
+
+@main.command("console")
+@config_option
+@click.option("--log-level", default="INFO")
+def console_command(config_path: str | None, log_level: str) -> None:
+    """Web console on http://127.0.0.1:<console.port> with Flower's basic auth: per market its state,
+    A/B/net exposure, the request budget, hedge.b and its consumer, in-flight and failed hedges, with
+    Requeue (priced first), Resume and Flatten - the functions status, requeue, resume and flatten call."""
+    from ops.console import ListenError, credentials, run_console
+    from venue.keys import task_signing_key
+    cfg = _load(config_path)
+    store = _store(cfg)
+    _paper_keys(cfg)
+    try:
+        task_signing_key(cfg)   # requeues and flatten requests are signed; the console holds no account key
+        creds = credentials(cfg)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"console error: cannot read the basic auth password ({exc})", err=True)
+        sys.exit(2)
+    logs.setup(log_level)
+    try:
+        run_console(cfg, store, list(cfg.markets), creds)
+    except ListenError as exc:
+        click.echo(f"console error: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command("repair")
@@ -467,8 +488,9 @@ def up_command(config_path: str | None) -> None:
         if start_redis:
             supervise.wait_for_redis(cfg.redis_url, 15)
         autostarted = ("sim",) if cfg.mode == "paper" else ()
-        # Up = RUNNING and answering: the sim and Flower over HTTP, the worker's heartbeat, the maker's start line.
-        supervise.start_programs(env, ["worker", "maker", "flower"], already_started=autostarted,
+        # Up = RUNNING and answering: the sim, Flower and the console over HTTP, the worker's heartbeat, the
+        # maker's start line.
+        supervise.start_programs(env, ["worker", "maker", "flower", "console"], already_started=autostarted,
                                  ready=supervise.readiness(cfg, env))
     except supervise.StartError as exc:
         supervise.shutdown(env)

@@ -57,6 +57,12 @@ class Route:
     b: str
 
 
+def confirm_question(cfg: Config, symbols: list[str]) -> str:
+    """What `lighter-hedge flatten` and the console's Flatten ask before anything is sent."""
+    return (f"Close every position of accounts {cfg.account_a.account_index} and {cfg.account_b.account_index} "
+            f"on {', '.join(symbols)} ({cfg.mode} mode) with market orders, and pause?")
+
+
 def choose_route(cfg: Config, store: Store) -> Route:
     """From the keys' leases; FlattenError (nothing changed) when no safe route exists."""
     a = store.key_lease(cfg.account_a.account_index, cfg.account_a.api_key_index)

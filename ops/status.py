@@ -17,7 +17,7 @@ import redis
 
 from hedge.budget import Priority
 from hedge.config import Config
-from tasks.store import Store, now_ms, task_id_for
+from tasks.store import Store, fill_id_of_task, now_ms
 from venue.budget import BudgetWaitTimeout, RequestBudget
 from venue.client import read_positions
 
@@ -26,12 +26,20 @@ STATUS_BUDGET_WAIT_MS = 10_000
 
 
 class VenueCache:
-    """The last venue view `status --watch` read: reused while the budget has no room."""
+    """The last venue view `status --watch` read: reused while the budget has no room. With
+    `max_age_s` (the console), a view younger than that is shown without reading the venue at all."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_age_s: float = 0.0) -> None:
         self.positions: dict[int, dict[int, Decimal]] = {}
         self.decimals: dict[int, int] = {}
         self.read_at: float | None = None
+        self.max_age_s = max_age_s
+        self.fresh_until = 0.0   # time.time() before which the view is shown as is
+        self.error: str | None = None   # what the last read said when it failed (with max_age_s)
+
+    def expire(self) -> None:
+        """Read the venue at the next view (after an action that changes positions)."""
+        self.fresh_until = 0.0
 
 
 async def venue_view(cfg: Config, budget: RequestBudget | None = None,
@@ -39,6 +47,8 @@ async def venue_view(cfg: Config, budget: RequestBudget | None = None,
                      ) -> tuple[dict[int, dict[int, Decimal]], dict[int, int], str | None]:
     """Positions of A and B, and each market's size_decimals, without any key. With a `cache`
     holding a view already, no wait for the budget: the cached view is shown instead."""
+    if cache is not None and time.time() < cache.fresh_until:
+        return cache.positions, cache.decimals, cache.error
     if cache is not None and cache.read_at is not None:
         max_wait_ms = 0
 
@@ -59,6 +69,7 @@ async def venue_view(cfg: Config, budget: RequestBudget | None = None,
             decimals = {int(d.market_id): int(d.size_decimals) for d in details.order_book_details or []}
         if cache is not None:
             cache.positions, cache.decimals, cache.read_at = positions, decimals, time.time()
+            cache.fresh_until, cache.error = cache.read_at + cache.max_age_s, None
         return positions, decimals, None
     except BudgetWaitTimeout as exc:
         if cache is not None and cache.read_at is not None:
@@ -66,7 +77,11 @@ async def venue_view(cfg: Config, budget: RequestBudget | None = None,
                 f"{exc}; positions as read at {time.strftime('%H:%M:%S', time.localtime(cache.read_at))}")
         return {}, {}, str(exc)
     except Exception as exc:  # status must still show Redis state when the venue is down
-        return {}, {}, f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
+        if cache is not None and cache.max_age_s:   # the console: not asked again before its next refresh
+            cache.positions, cache.error, cache.fresh_until = {}, error, time.time() + cache.max_age_s
+            return {}, cache.decimals, error
+        return {}, {}, error
     finally:
         await api_client.close()
 
@@ -141,14 +156,23 @@ async def collect(cfg: Config, store: Store, markets: list[str], budget: Request
 def inflight_oldest_s(store: Store, symbol: str, inflight: set[str]) -> float | None:
     """Seconds since the maker saw the fill of the oldest in-flight hedge (how long A has been
     exposed by it), or None when nothing is in flight or no fill record tells."""
+    ages = [age for age in inflight_ages(store, symbol, inflight).values() if age is not None]
+    return max(ages) if ages else None
+
+
+def inflight_ages(store: Store, symbol: str, inflight: set[str]) -> dict[str, float | None]:
+    """Each in-flight hedge's seconds since the maker saw its fill (None when no fill record tells)."""
     if not inflight:
-        return None   # the common case: no read of the fill record at all
+        return {}   # the common case: no read of the fill record at all
     fills = store.fills(symbol)
-    prefix = task_id_for(symbol, "")
-    seen = [fills.get(task_id[len(prefix):], {}).get("ts_seen_ms") for task_id in inflight
-            if task_id.startswith(prefix)]
-    seen = [int(ts) for ts in seen if isinstance(ts, (int, float)) and ts > 0]
-    return max(0.0, round((now_ms() - min(seen)) / 1000, 1)) if seen else None
+    now = now_ms()
+    ages: dict[str, float | None] = {}
+    for task_id in inflight:   # hedge-<market>-<fill_id>, or a requeue's hedge-<market>-<fill_id>-r<n>
+        fill_id = fill_id_of_task(symbol, task_id)
+        ts = fills.get(fill_id, {}).get("ts_seen_ms") if fill_id is not None else None
+        ok = isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0
+        ages[task_id] = max(0.0, round((now - int(ts)) / 1000, 1)) if ok else None
+    return ages
 
 
 def budget_line(view: dict[str, Any]) -> str:

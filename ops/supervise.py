@@ -10,9 +10,11 @@ and supervisord.conf points each program at its own through $LH_KEYS_FILE (ops.s
   flower.json   Flower's Redis URL only; flowerconfig.py: Flower's basic auth (`--conf`)
   alerter.json  the alert webhook's URL ($<alerts.webhook_url_env>: it may carry a token), the alerter's
                 Redis URL; only when alerts.enabled
+  console.json  the task signing key (requeues, flatten requests to the maker and the worker), the
+                console's basic auth (Flower's user and password), the console's Redis URL; no account key
 
 A Redis URL goes in a file only when one came from the environment: $LH_REDIS_URL_MAKER /
-_WORKER / _FLOWER (one Redis user per process), else $LH_REDIS_URL; otherwise each program reads
+_WORKER / _FLOWER / _CONSOLE (one Redis user per process), else $LH_REDIS_URL; otherwise each program reads
 redis.url from the config file. `shutdown` deletes run/secrets/ once supervisord is gone.
 """
 from __future__ import annotations
@@ -39,7 +41,9 @@ BIN = Path(sys.executable).parent
 CONF = PROJECT_ROOT / "supervisord.conf"
 SECRETS_DIR = "secrets"
 PROGRAM_REDIS_URL_ENV = {"maker": "LH_REDIS_URL_MAKER", "worker": "LH_REDIS_URL_WORKER",
-                         "flower": "LH_REDIS_URL_FLOWER", "alerter": "LH_REDIS_URL_ALERTER"}
+                         "flower": "LH_REDIS_URL_FLOWER", "alerter": "LH_REDIS_URL_ALERTER",
+                         "console": "LH_REDIS_URL_CONSOLE"}
+CONSOLE_USER_FIELD, CONSOLE_PASSWORD_FIELD = "console_user", "console_password"   # console.json's basic auth
 # Never in supervisord's environment (every program would inherit it): keys, passwords, tokens.
 _SECRET_NAME = re.compile(r"PRIVATE_KEY|SIGNING_KEY|PASSWORD|PASSWD|SECRET|TOKEN|BASIC_AUTH|OAUTH2")
 _SECRET_ENV = {REDIS_URL_ENV, KEYS_FILE_ENV, TASK_SIGNING_KEY_ENV, *PROGRAM_REDIS_URL_ENV.values()}
@@ -132,6 +136,7 @@ def write_secrets(cfg: Config, env: dict[str, str]) -> Path:
         content.update(_redis_url_entry(name))
         write_key_file(str(directory / f"{name}.json"), content)
     write_key_file(str(directory / "flower.json"), _redis_url_entry("flower"))
+    write_console_secrets(directory, signing_key, Path(env["LH_RUN_DIR"]))
     if alert_url is not None:   # alerter.json: the webhook URL (Slack's, Telegram's token is in it), no key
         write_key_file(str(directory / "alerter.json"), {WEBHOOK_FIELD: alert_url, **_redis_url_entry("alerter")})
     if cfg.mode == "paper":   # the simulator checks signatures with the public keys only
@@ -149,6 +154,16 @@ def write_secrets(cfg: Config, env: dict[str, str]) -> Path:
         fh.write("# Flower's basic auth, for Flower alone; written by `lighter-hedge up`, removed by `down`.\n"
                  f"basic_auth = [{basic_auth!r}]\n")
     return directory
+
+
+def write_console_secrets(directory: Path, signing_key_hex: str, run_dir: Path) -> None:
+    """console.json: what `lighter-hedge console` needs and nothing more. Requeue signs the hedge
+    message, flatten signs its requests to the maker (A's close) and the worker (B's close): the task
+    signing key; no account key (without a maker or worker running, its Flatten says so and sends
+    nothing). Its basic auth is Flower's."""
+    write_key_file(str(directory / "console.json"), {
+        TASK_SIGNING_KEY_FIELD: signing_key_hex, CONSOLE_USER_FIELD: flower_user(),
+        CONSOLE_PASSWORD_FIELD: flower_password(run_dir), **_redis_url_entry("console")})
 
 
 def _redis_url_entry(program: str) -> dict[str, str]:
@@ -259,7 +274,7 @@ def start_programs(env: dict[str, str], names: list[str], *, already_started: tu
 
 
 def readiness(cfg: Config, env: dict[str, str]) -> dict[str, Callable[[], bool]]:
-    """When each program is up, for start_programs: the sim and Flower answer HTTP, the worker's
+    """When each program is up, for start_programs: the sim, Flower and the console answer HTTP, the worker's
     heartbeat is in Redis, the maker logged event=maker.start (after this start). Take it before
     starting them (the maker's log offset)."""
     from tasks.store import Store
@@ -270,6 +285,7 @@ def readiness(cfg: Config, env: dict[str, str]) -> dict[str, Callable[[], bool]]
         "worker": store.worker_alive,
         "maker": lambda: log_says(env, "maker", "event=maker.start", maker_offset),
         "flower": lambda: http_answers(f"http://127.0.0.1:{cfg.flower_port}/healthcheck"),
+        "console": lambda: http_answers(f"http://127.0.0.1:{cfg.console_port}/healthz"),
     }
 
 

@@ -31,7 +31,8 @@ from hedge.leg import NONCE_MOVED, TX_EXPIRY_BOUND_MS, Evidence, Leg, LegState, 
 from hedge.money import MarketSpec
 from hedge.plan import (LedgerHint, b_position_problem, fill_bound_problem, leg_client_order_index, speculative_split,
                         split_hedge, worst_price_int)
-from tasks import metrics
+from hedge.price_bound import PriceBound
+from tasks import display, metrics
 from tasks.store import BeginHedge, LegIf, Store, now_ms
 from venue import errors
 from venue.client import IN_DOUBT_TAKER, OrderView, SignedTx, VenueClient
@@ -90,7 +91,10 @@ def market_symbol(cfg: Config, fill_msg: Any) -> str:
 
 
 async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: Any, attempt: int,
-                    hint_msg: Any = None, feed: VenueFeed | None = None) -> dict[str, Any]:
+                    hint_msg: Any = None, feed: VenueFeed | None = None,
+                    price: PriceBound | None = None) -> dict[str, Any]:
+    """`price`: an operator's bound on B's worst price (a requeue with --max-slippage-bps, signed with
+    the fill); None: A's fill price +- strategy.max_slippage_bps."""
     try:
         fill = Fill.from_message(fill_msg)
         market = cfg.market_by_index(fill.market_index)
@@ -98,19 +102,23 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
         raise RefusedMessageError(f"refused fill message: {exc}") from None
     symbol = market.symbol
     ctx = f"fill_id={fill.fill_id} market={symbol}"
+    bound = price or PriceBound(fill.price, cfg.strategy.max_slippage_bps)
+    if bound.overridden:
+        log.info("event=hedge.price_bound %s b_side=%s ref_price=%s max_slippage_bps=%s", ctx, bound.b_side,
+                 bound.ref_price, bound.max_slippage_bps)
     if problem := fill_bound_problem(fill.base_amount, market.max_position_base, market.max_unhedged_base):
         raise PermanentHedgeError(f"{problem}; nothing counted or sent; {ctx}")
     spec = await client.market_spec(fill.market_index)
     sent: list[Leg] = []
     # Counted once whoever records it first (the maker; or this task on a requeue after a wipe);
     # the same round trip reads the ledger, and may open the first leg (see _begin).
-    begun, signed_tx = await _begin(cfg, store, client, spec, symbol, fill, LedgerHint.from_message(hint_msg))
+    begun, signed_tx = await _begin(cfg, store, client, spec, symbol, fill, LedgerHint.from_message(hint_msg), bound)
     ledger = begun.ledger
     if begun.rate_limited:
         _rate_limited(cfg, store, symbol, begun.rate_count, ctx)
     if begun.leg is not None:
         sent.append(await _send_leg(cfg, store, client, spec, symbol, fill, begun.leg, signed_tx, ctx, "early",
-                                    feed))
+                                    feed, bound=bound))
         ledger = store.ledger(symbol)
 
     while True:
@@ -121,7 +129,7 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
             fence_nonce = await _resolve_open_legs(cfg, store, client, spec, symbol, ledger.pending, ctx, feed)
             ledger = store.ledger(symbol)
         unhedged = spec.base_from_int(ledger.unhedged)
-        split = split_hedge(unhedged, spec, _worst_price(cfg, spec, fill, unhedged))
+        split = split_hedge(unhedged, spec, _worst_price(spec, bound, unhedged))
         if split.order_signed == 0:
             if ledger.pending:   # fenced, but nothing left to hedge with the fence: its expiry closes it
                 raise LegPendingError(f"{len(ledger.pending)} leg(s) on {symbol} wait for their ExpiredAt; {ctx}",
@@ -131,8 +139,11 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
             raise PermanentHedgeError(f"still unhedged after {MAX_LEGS_PER_TASK} hedge orders; {ctx}")
         if problem := b_position_problem(spec.base_from_int(ledger.hedged), split.order_signed, market.max_position_base):
             raise PermanentHedgeError(f"{problem}; {ctx}")
+        if bound.overridden and bound.b_side != split.b_side:
+            raise PermanentHedgeError(f"the operator's price bound was set from the book for a B {bound.b_side}, "
+                                      f"but the hedge is now a B {split.b_side}: nothing sent; requeue again; {ctx}")
         sent.append(await _open_and_send_leg(cfg, store, client, spec, symbol, fill, split, ctx, feed,
-                                             fence_nonce, ledger.pending))
+                                             fence_nonce, ledger.pending, bound))
         ledger = store.ledger(symbol)
 
     metrics.UNHEDGED.labels(symbol).set(float(spec.base_from_int(ledger.unhedged)))
@@ -145,13 +156,13 @@ async def hedge_one(cfg: Config, store: Store, client: VenueClient, fill_msg: An
     return result
 
 
-def _worst_price(cfg: Config, spec: MarketSpec, fill: Fill, unhedged_signed: Decimal) -> Decimal:
+def _worst_price(spec: MarketSpec, bound: PriceBound, unhedged_signed: Decimal) -> Decimal:
     """B's worst acceptable price for hedging `unhedged_signed` (A bought: B sells), as a price."""
-    return spec.price_from_int(worst_price_int(fill.price, unhedged_signed > 0, cfg.strategy.max_slippage_bps, spec))
+    return spec.price_from_int(worst_price_int(bound.ref_price, unhedged_signed > 0, bound.max_slippage_bps, spec))
 
 
 async def _begin(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str, fill: Fill,
-                 hint: LedgerHint | None) -> tuple[BeginHedge, SignedTx | None]:
+                 hint: LedgerHint | None, bound: PriceBound) -> tuple[BeginHedge, SignedTx | None]:
     """Count the fill and read the ledger in one round trip.
 
     When the maker's hint says what the hedge will be (hedge.plan.speculative_split), the order is
@@ -164,7 +175,9 @@ async def _begin(cfg: Config, store: Store, client: VenueClient, spec: MarketSpe
     split = None
     if hint is not None:
         hinted = spec.base_from_int(hint.a_filled - hint.hedged)
-        split = speculative_split(hint, store.fills_seen.get(symbol), spec, _worst_price(cfg, spec, fill, hinted))
+        split = speculative_split(hint, store.fills_seen.get(symbol), spec, _worst_price(spec, bound, hinted))
+        if split is not None and bound.overridden and bound.b_side != split.b_side:
+            split = None   # decided (and refused) on the ledger read back
         if split is not None and b_position_problem(spec.base_from_int(hint.hedged), split.order_signed,
                                                     cfg.market_by_index(fill.market_index).max_position_base):
             split = None   # decided (and refused) on the ledger read back
@@ -173,7 +186,8 @@ async def _begin(cfg: Config, store: Store, client: VenueClient, spec: MarketSpe
     assert hint is not None and hint.leg_seq is not None
     leg_no = hint.leg_seq + 1
     nonce = await client.take_nonce()   # local: recorded in the write-ahead before anything is signed
-    leg = _leg_record(cfg, spec, client, fill, split, nonce, leg_no, leg_client_order_index(fill.market_index, leg_no))
+    leg = _leg_record(spec, client, fill, bound, split, nonce, leg_no,
+                      leg_client_order_index(fill.market_index, leg_no))
     call = store.send_begin_hedge(symbol, fill.to_message(), units,
                                   LegIf(hint, leg, cfg.strategy.max_hedges_per_minute))
     signed_tx = None
@@ -193,12 +207,12 @@ async def _begin(cfg: Config, store: Store, client: VenueClient, spec: MarketSpe
     return begun, signed_tx
 
 
-def _leg_record(cfg: Config, spec: MarketSpec, client: VenueClient, fill: Fill, split, nonce: int,
+def _leg_record(spec: MarketSpec, client: VenueClient, fill: Fill, bound: PriceBound, split, nonce: int,
                 leg_no: int = 0, client_order_index: int = 0) -> Leg:
     written_ms = now_ms()
     return Leg(leg=leg_no, client_order_index=client_order_index, is_ask=split.b_is_ask,
                base_int=spec.base_to_int(abs(split.order_signed)),
-               worst_price_int=worst_price_int(fill.price, split.b_is_ask, cfg.strategy.max_slippage_bps, spec),
+               worst_price_int=worst_price_int(bound.ref_price, split.b_is_ask, bound.max_slippage_bps, spec),
                fill_id=fill.fill_id, state=LegState.WRITTEN, written_ms=written_ms,
                api_key_index=client.api_key_index, nonce=nonce,
                # The signer sets ExpiredAt to about now + 599 s: the tx can never execute after this.
@@ -214,13 +228,13 @@ def _rate_limited(cfg: Config, store: Store, symbol: str, count: int, ctx: str) 
 
 async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
                              fill: Fill, split, ctx: str, feed: VenueFeed | None, fence_nonce: int | None,
-                             open_legs: list[Leg]) -> Leg:
+                             open_legs: list[Leg], bound: PriceBound) -> Leg:
     # Rate limit and write-ahead in one atomic step: the leg (with its nonce) is stored before the
     # wire call. A fence takes the nonce of the open legs it fences instead of the next one.
     if fence_nonce is not None:
         client.fence(fence_nonce)
     nonce = await client.take_nonce()
-    leg, count = store.open_leg_checked(symbol, _leg_record(cfg, spec, client, fill, split, nonce), fill.market_index,
+    leg, count = store.open_leg_checked(symbol, _leg_record(spec, client, fill, bound, split, nonce), fill.market_index,
                                         cfg.strategy.max_hedges_per_minute)
     if leg is None:
         client.give_back_nonce(nonce)
@@ -231,12 +245,12 @@ async def _open_and_send_leg(cfg: Config, store: Store, client: VenueClient, spe
     signed_tx = await client.sign_market(spec, leg.client_order_index, leg.is_ask,
                                          spec.base_from_int(leg.base_int), leg.worst_price_int, nonce=nonce)
     return await _send_leg(cfg, store, client, spec, symbol, fill, leg, signed_tx, ctx, "after_read", feed,
-                           open_legs)
+                           open_legs, bound)
 
 
 async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: MarketSpec, symbol: str,
                     fill: Fill, leg: Leg, signed_tx: SignedTx, ctx: str, signed_when: str,
-                    feed: VenueFeed | None = None, open_legs: list[Leg] = ()) -> Leg:
+                    feed: VenueFeed | None = None, open_legs: list[Leg] = (), bound: PriceBound | None = None) -> Leg:
     """Send a leg already written ahead and signed; settle it on the venue's final word.
 
     signed_when: "early" (signed while the ledger was read back) or "after_read". `open_legs`: the
@@ -277,9 +291,11 @@ async def _send_leg(cfg: Config, store: Store, client: VenueClient, spec: Market
                  ctx, leg.leg, leg.client_order_index, leg.status, spec.base_from_int(leg.executed_int),
                  "-" if confirmed_s is None else f"{confirmed_s * 1000:.2f}")
         if leg.executed_int == 0:
+            bound = bound or PriceBound(fill.price, cfg.strategy.max_slippage_bps)
+            whose = " (the operator's bound, from the book)" if bound.overridden else ""
             raise TransientHedgeError(
                 f"hedge order {leg.client_order_index} filled nothing (status {leg.status}) within "
-                f"max_slippage_bps={cfg.strategy.max_slippage_bps} of {fill.price}; {ctx}")
+                f"max_slippage_bps={bound.max_slippage_bps} of {bound.ref_price}{whose}; {ctx}")
         return leg
     if outcome.kind == errors.IN_DOUBT:
         store.update_leg(symbol, leg.sent(sent_ms, signed_tx.tx_hash, signed_tx.expired_at_ms))
@@ -457,17 +473,23 @@ def _result(fill: Fill, spec: MarketSpec, sent: list[Leg], unhedged_after: int,
     filled_int = sum(leg.executed_int for leg in sent)
     quote = sum((Decimal(leg.filled_quote) for leg in sent), Decimal(0))
     avg = (quote / spec.base_from_int(filled_int)).quantize(spec.price_step) if filled_int else None
+    finished_ms = now_ms()
+    b_side = ("sell" if sent[0].is_ask else "buy") if sent else None
     return {
         "fill_id": fill.fill_id,
+        "market": spec.symbol,
+        "a_side": fill.side,
+        "b_side": b_side,
         "b_order": [{"client_order_index": leg.client_order_index, "order_index": leg.order_index,
                      "status": leg.status, "filled_base": str(spec.base_from_int(leg.executed_int))}
                     for leg in sent],
-        "side": ("sell" if sent[0].is_ask else "buy") if sent else None,
+        "side": b_side,   # B's side, as before b_side existed (kept for readers of older results)
         "filled_base": str(spec.base_from_int(filled_int)),
         "avg_price": str(avg) if avg is not None else None,
         # Nothing sent: an earlier task already hedged this fill together with others.
         "covered_by_earlier_hedge": not sent,
         "unhedged_after": str(spec.base_from_int(unhedged_after)),
         "attempts": attempt,
-        "latency_ms": max(0, now_ms() - fill.ts_seen_ms),
+        "latency_ms": max(0, finished_ms - fill.ts_seen_ms),
+        "finished_at": display.iso_ms(finished_ms),
     }

@@ -10,7 +10,8 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutdown
 
-from tasks import heartbeat, memtrace, metrics, runtime
+from hedge.price_bound import InvalidPriceBound, PriceBound
+from tasks import display, heartbeat, memtrace, metrics, runtime
 from venue import log_filters
 from tasks.celery_app import app
 from tasks.hedge import (RETRY_ON, LedgerGoneError, LegPendingError, PermanentHedgeError, RefusedMessageError,
@@ -47,10 +48,11 @@ class HedgeTask(Task):
         log.error("event=hedge.failed fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
         metrics.HEDGES.labels(market, "failed").inc()
         store = runtime.store()
-        auth = kwargs.get("auth")
+        auth, price = kwargs.get("auth"), kwargs.get("price")
         store.hedge_finished(market, task_id, fill_id, ok=False, reason=reason,
                              fill_msg=fill if isinstance(fill, dict) else None,
-                             auth=auth if isinstance(auth, dict) else None)
+                             auth=auth if isinstance(auth, dict) else None,
+                             price=price if isinstance(price, dict) else None)
         store.publish_event({"event": "hedge.failed", "market": market, "fill_id": fill_id,
                              "task_id": task_id, "reason": reason})
 
@@ -70,18 +72,23 @@ def _fill_arg(args: tuple, kwargs: dict) -> Any:
     return kwargs.get("fill")
 
 
-def send_hedge(fill_msg: dict, task_id: str, auth: dict, hint: dict | None = None) -> None:
-    """apply_async of tasks.hedge_fill, routed to hedge.b; `auth` from tasks.signing.MessageSigner.sign.
+def send_hedge(fill_msg: dict, task_id: str, auth: dict, hint: dict | None = None, price: dict | None = None) -> None:
+    """apply_async of tasks.hedge_fill, routed to hedge.b; `auth` from tasks.signing.MessageSigner.sign
+    (of the fill and, when given, `price`: an operator's price bound, hedge.price_bound.PriceBound).
 
-    Celery's saferepr of the arguments (shown by Flower) costs about 0.1 ms per task, before the
-    message is published; these are small flat dicts, for which the builtin repr says the same.
+    Flower shows the arguments as tasks.display.hedge_reprs writes them (JSON with the symbol, A's
+    and B's sides and ISO times; a few microseconds), never through Celery's saferepr (about 0.1 ms
+    per task, before the message is published).
     """
-    args, kwargs = [fill_msg], {"auth": auth, **({"hint": hint} if hint is not None else {})}
-    hedge_fill.apply_async(args=args, kwargs=kwargs, task_id=task_id, argsrepr=repr(args), kwargsrepr=repr(kwargs))
+    args, kwargs = [fill_msg], {"auth": auth, **({"hint": hint} if hint is not None else {}),
+                                **({"price": price} if price is not None else {})}
+    hedge_fill.apply_async(args=args, kwargs=kwargs, task_id=task_id,
+                           **display.hedge_reprs(args, kwargs, runtime.config().markets))
 
 
 @app.task(bind=True, base=HedgeTask, name="tasks.hedge_fill", max_retries=_strategy.max_retries)
-def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0, auth: dict | None = None) -> dict:
+def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0, auth: dict | None = None,
+               price: dict | None = None) -> dict:
     """Hedge one fill of account A with the opposite market order on account B.
 
     `auth`: the maker's signature of the fill and its ledger generation (tasks.signing); a message
@@ -91,17 +98,23 @@ def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0,
     `waits`: how many of this task's retries were waits on a leg the venue took (LegPendingError):
     they do not count against max_retries (a taken leg executes or expires; its ExpiredAt bounds
     them). Other failures retry with Celery's exponential backoff and jitter, up to max_retries.
+    `price`: an operator's bound on B's worst price (ops/requeue.py, --max-slippage-bps), covered by
+    `auth` like the fill; retries keep it.
     """
     try:
-        generation = runtime.signer().verify(fill, auth)
+        generation = runtime.signer().verify(fill, auth, price)
     except UnauthenticatedMessage as exc:
+        raise RefusedMessageError(f"refused: {exc}; nothing counted or sent") from None
+    try:
+        bound = None if price is None else PriceBound.from_message(price)
+    except InvalidPriceBound as exc:
         raise RefusedMessageError(f"refused: {exc}; nothing counted or sent") from None
     # Every ledger write of this hedge checks that Redis still holds the ledger the fill was counted in.
     runtime.store().expected_generation = generation
     attempt = self.request.retries - waits + 1
-    kept = {"waits": waits, "auth": auth}
+    kept = {"waits": waits, "auth": auth, **({"price": price} if price is not None else {})}
     try:
-        return runtime.run(lambda: _run(fill, attempt, hint))
+        return runtime.run(lambda: _run(fill, attempt, hint, bound))
     except LedgerLostError as exc:
         log.error("event=hedge.ledger_lost fill_id=%s task_id=%s reason=%s (stopped; nothing more is sent)",
                   fill.get("fill_id") if isinstance(fill, dict) else None, self.request.id, exc)
@@ -121,9 +134,9 @@ def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0,
                          max_retries=_strategy.max_retries + waits)
 
 
-async def _run(fill: Any, attempt: int, hint: Any) -> dict:
+async def _run(fill: Any, attempt: int, hint: Any, bound: PriceBound | None = None) -> dict:
     return await hedge_one(runtime.config(), runtime.store(), await runtime.client(), fill, attempt, hint,
-                           feed=await runtime.feed())
+                           feed=await runtime.feed(), price=bound)
 
 
 @after_setup_logger.connect

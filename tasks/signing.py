@@ -2,8 +2,11 @@
 
 The maker signs each hedge_fill message with the task signing key it shares with the worker
 (venue.keys.task_signing_key): HMAC-SHA256 over the fill and the ledger generation the fill was
-counted in (tasks.store: a wiped Redis starts a new generation). The worker refuses a message whose
-signature is missing or wrong before it reads anything else in it. The hint is not signed: it only
+counted in (tasks.store: a wiped Redis starts a new generation), and an operator's price bound when
+the message carries one (the `price` kwarg of a requeue with --max-slippage-bps, hedge.price_bound).
+The worker refuses a message whose signature is missing or wrong before it reads anything else in
+it: an added, altered or removed price bound fails like an altered fill. A message without a price
+bound is signed exactly as before, so messages queued by an older maker still verify. The hint is not signed: it only
 lets the worker sign early, and the ledger script opens that leg only when the ledger still equals
 it (a compare-and-set). A replay of a signed message is harmless: the ledger counts a fill once.
 
@@ -43,12 +46,14 @@ class MessageSigner:
     def __repr__(self) -> str:
         return "MessageSigner(key='***')"
 
-    def sign(self, fill_msg: dict[str, Any], generation: str) -> dict[str, Any]:
-        """The `auth` argument of hedge_fill for this fill, counted in ledger `generation`."""
-        return TaskAuth(generation, self._mac(fill_msg, generation)).to_message()
+    def sign(self, fill_msg: dict[str, Any], generation: str, price: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `auth` argument of hedge_fill for this fill, counted in ledger `generation`, with the
+        message's `price` kwarg (an operator's price bound) when it has one."""
+        return TaskAuth(generation, self._mac(fill_msg, generation, price)).to_message()
 
-    def verify(self, fill_msg: Any, auth: Any) -> str:
-        """The generation the message was signed for; UnauthenticatedMessage if it is not ours."""
+    def verify(self, fill_msg: Any, auth: Any, price: Any = None) -> str:
+        """The generation the message was signed for; UnauthenticatedMessage if it is not ours.
+        `price`: the message's price bound (None: it has none), covered by the same signature."""
         if not isinstance(auth, dict):
             raise UnauthenticatedMessage("unsigned task message (no auth)")
         generation, signature = auth.get("gen"), auth.get("sig")
@@ -56,8 +61,10 @@ class MessageSigner:
             raise UnauthenticatedMessage(f"task message auth not of the form {{v: {AUTH_VERSION}, gen, sig}}")
         if not isinstance(fill_msg, dict):
             raise UnauthenticatedMessage("task message fill is not an object")
+        if price is not None and not isinstance(price, dict):
+            raise UnauthenticatedMessage("task message price bound is not an object")
         try:
-            expected = self._mac(fill_msg, generation)
+            expected = self._mac(fill_msg, generation, price)
         except (TypeError, ValueError):
             raise UnauthenticatedMessage("task message fill cannot be encoded") from None
         if not hmac.compare_digest(expected, signature):
@@ -65,7 +72,9 @@ class MessageSigner:
                                          "with another task signing key)")
         return generation
 
-    def _mac(self, fill_msg: dict[str, Any], generation: str) -> str:
-        body = json.dumps({"v": AUTH_VERSION, "gen": generation, "fill": fill_msg}, sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    def _mac(self, fill_msg: dict[str, Any], generation: str, price: dict[str, Any] | None = None) -> str:
+        signed: dict[str, Any] = {"v": AUTH_VERSION, "gen": generation, "fill": fill_msg}
+        if price is not None:   # absent, the body is the one messages without a price bound always had
+            signed["price"] = price
+        body = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
         return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()

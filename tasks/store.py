@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -53,6 +54,25 @@ def now_ms() -> int:
 
 def task_id_for(market_symbol: str, fill_id: str) -> str:
     return f"hedge-{market_symbol}-{fill_id}"
+
+
+_REQUEUED = re.compile(r"^(?P<base>.+)-r(?P<n>[1-9][0-9]*)$")
+
+
+def requeue_base(task_id: str) -> str:
+    """The id a hedge task had before any requeue under a new id: `hedge-ETH-12-r2` -> `hedge-ETH-12`."""
+    match = _REQUEUED.match(task_id)
+    return match["base"] if match else task_id
+
+
+def fill_id_of_task(market_symbol: str, task_id: str) -> str | None:
+    """The fill id in a hedge task id: hedge-<market>-<fill_id>[-again-<ms>][-r<n>]; None for another
+    shape (a worker's hedge-<market>-recover-<ms>, a foreign id)."""
+    prefix = task_id_for(market_symbol, "")
+    base = requeue_base(task_id)
+    if not base.startswith(prefix) or base.startswith(f"{prefix}recover-"):
+        return None
+    return base[len(prefix):].split("-again-")[0] or None
 
 
 class Store:
@@ -167,6 +187,11 @@ class Store:
     def fills(self, market: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(f"lh:fills:{market}").items()}
 
+    def fill_record(self, market: str, fill_id: str) -> dict[str, Any] | None:
+        """One fill as the ledger counted it (None: never counted, or moved out by retention)."""
+        raw = self.r.hget(f"lh:fills:{market}", fill_id)
+        return json.loads(raw) if raw else None
+
     def ledger(self, market: str) -> "Ledger":
         with self.r.pipeline(transaction=False) as pipe:
             pipe.get(f"lh:a_filled:{market}")
@@ -269,9 +294,12 @@ class Store:
         return set(self.r.smembers(f"lh:inflight:{market}"))
 
     def hedge_finished(self, market: str, task_id: str, fill_id: str, ok: bool, reason: str = "",
-                       fill_msg: dict[str, Any] | None = None, auth: dict[str, Any] | None = None) -> None:
+                       fill_msg: dict[str, Any] | None = None, auth: dict[str, Any] | None = None,
+                       price: dict[str, Any] | None = None, revoked: bool = False) -> None:
         """`auth`: the failed message's signature (tasks.signing; not a secret: it only lets the same
-        fill be sent again), kept so Flower's API can re-queue it as the README shows."""
+        fill be sent again), kept so Flower's API can re-queue it as the README shows; `price`: the
+        operator's price bound it carried (signed with it). `revoked`: an operator revoked it (Celery
+        discards its id from then on: ops/requeue.py re-runs it under another id)."""
         with self.r.pipeline(transaction=True) as pipe:
             pipe.srem(f"lh:inflight:{market}", task_id)
             pipe.srem(f"lh:failed_ack:{market}", task_id)   # a new outcome: any old acknowledgement is void
@@ -282,7 +310,8 @@ class Store:
             else:
                 pipe.hset(f"lh:failed:{market}", task_id, json.dumps(
                     {"fill_id": fill_id, "reason": reason, "fill": fill_msg, "ts_ms": now_ms(),
-                     **({"auth": auth} if auth else {})}))
+                     **({"auth": auth} if auth else {}), **({"price": price} if price else {}),
+                     **({"revoked": True} if revoked else {})}))
             pipe.execute()
 
     def record_refused(self, task_id: str, reason: str, message: Any, market: str | None) -> None:
@@ -322,6 +351,32 @@ class Store:
         """Failed hedges that keep the market paused: all but those a forced resume acknowledged."""
         acknowledged = self.r.smembers(f"lh:failed_ack:{market}")
         return {k: v for k, v in self.failed(market).items() if k not in acknowledged}
+
+    def next_requeue_id(self, market: str, task_id: str) -> str:
+        """A task id never used before for re-running `task_id` (whose own id a worker may discard:
+        revoked): `<id>-r<n>`, n counted per original id (a `-r<n>` suffix is not repeated)."""
+        base = requeue_base(task_id)
+        return f"{base}-r{self.r.hincrby(f'lh:requeues:{market}', base, 1)}"
+
+    def requeued(self, market: str, task_id: str, new_task_id: str) -> None:
+        """`task_id` re-run as `new_task_id` (the same id, or a new one when Celery discards the old):
+        the new one in flight, the old one no longer failed (nor acknowledged); a renamed one no
+        longer in flight either, and remembered as superseded (a late discard of its revoked message
+        is then no failed hedge: tasks/requeue_task.py)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.sadd(f"lh:inflight:{market}", new_task_id)
+            pipe.hdel(f"lh:failed:{market}", task_id)
+            pipe.srem(f"lh:failed_ack:{market}", task_id)
+            if new_task_id != task_id:
+                pipe.srem(f"lh:inflight:{market}", task_id)
+                pipe.hset(f"lh:requeued_as:{market}", task_id, new_task_id)
+            else:   # the id runs again: a discard of it is a failed hedge again
+                pipe.hdel(f"lh:requeued_as:{market}", task_id)
+            pipe.execute()
+
+    def requeued_as(self, market: str, task_id: str) -> str | None:
+        """The id `task_id` was re-run under by a requeue, if it was renamed."""
+        return self.r.hget(f"lh:requeued_as:{market}", task_id)
 
     def forget_failed(self, market: str, task_id: str) -> None:
         """A failed hedge requeued: no longer failed (nor acknowledged) until its new outcome."""

@@ -5,7 +5,6 @@ heartbeats) before the fill, and every check waits on a condition with a deadlin
 """
 from __future__ import annotations
 
-import ast
 import base64
 import json
 import time
@@ -129,12 +128,13 @@ def test_flower_needs_auth_lists_the_hedge_and_readme_requeue_sends_nothing_twic
 
     # (b) With them, the hedge task is listed with its fill as args, SUCCESS.
     assert task["name"] == "tasks.hedge_fill" and task["state"] == "SUCCESS"
-    shown = ast.literal_eval(task["args"])  # Flower shows the args' repr; an operator copies it from there
+    shown = json.loads(task["args"])  # Flower shows the args as JSON (tasks/display.py); the fill as sent is in it
     assert isinstance(shown, list) and len(shown) == 1 and shown[0]["fill_id"] == fill_id
-    fill = shown[0]
+    assert (shown[0]["market"], shown[0]["a_side"], shown[0]["b_side"]) == ("ETH", "buy", "sell")
+    fill = shown[0]["fill"]   # an operator copies it from there
     assert fill["side"] == "buy" and Decimal(fill["base_amount"]) == Q and fill["market_index"] == 0
     info = flower.get_json(f"/api/task/info/{task_id}")
-    assert info["state"] == "SUCCESS" and ast.literal_eval(info["args"]) == shown
+    assert info["state"] == "SUCCESS" and json.loads(info["args"]) == shown
     first_meta = result_meta(c, task_id)
     assert first_meta["status"] == "SUCCESS" and first_meta["args"] == [fill]  # backend agrees with Flower
     first_result = first_meta["result"]
@@ -143,7 +143,7 @@ def test_flower_needs_auth_lists_the_hedge_and_readme_requeue_sends_nothing_twic
     # (c) The README's re-queue call, same task id, original fill: accepted, and sends nothing.
     b_creates_before = creates(c.orders_log(B))
     assert len(b_creates_before) == 1
-    auth = ast.literal_eval(task["kwargs"])["auth"]   # the maker's signature, shown beside the args
+    auth = json.loads(task["kwargs"])["auth"]   # the maker's signature, shown beside the args
     status, text = flower.request("POST", "/api/task/async-apply/tasks.hedge_fill",
                                   body={"args": [fill], "kwargs": {"auth": auth}, "task_id": task_id})
     assert status == 200, (status, text)
@@ -173,8 +173,8 @@ def test_flower_answers_carry_no_private_key(make_cluster, keys_file):
     # A re-run through Flower too, so its own publish is part of what Flower shows.
     shown = flower.get_json(f"/api/task/info/{task_id}")
     status, _ = flower.request("POST", "/api/task/async-apply/tasks.hedge_fill",
-                               body={"args": [ast.literal_eval(shown["args"])[0]],
-                                     "kwargs": {"auth": ast.literal_eval(shown["kwargs"])["auth"]},
+                               body={"args": [json.loads(shown["args"])[0]["fill"]],
+                                     "kwargs": {"auth": json.loads(shown["kwargs"])["auth"]},
                                      "task_id": task_id})
     assert status == 200
 

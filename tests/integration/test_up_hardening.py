@@ -24,8 +24,8 @@ from venue.sim.harness import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-PROGRAMS = ("sim", "worker", "maker", "flower")
-REDIS_USERS = ("operator", "maker", "worker", "flower")
+PROGRAMS = ("sim", "worker", "maker", "flower", "console")
+REDIS_USERS = ("operator", "maker", "worker", "flower", "console")
 
 
 def _write_config(path: Path, redis_url: str, keys_file: str, *, sim_port: int | None = None,
@@ -36,6 +36,7 @@ def _write_config(path: Path, redis_url: str, keys_file: str, *, sim_port: int |
     cfg["lighter"] = {"base_url": f"http://127.0.0.1:{sim_port}", "ws_url": f"ws://127.0.0.1:{sim_port}/stream"}
     cfg["redis"] = {"url": redis_url}
     cfg["flower"] = {"port": flower_port or free_port()}
+    cfg["console"] = {"port": free_port()}
     cfg["keys_file"] = keys_file
     cfg["metrics"] = {"maker_port": 0, "worker_port": 0}
     cfg["sim"]["tier"] = "instant"
@@ -122,6 +123,7 @@ def test_up_hands_each_program_only_its_own_secret_from_paths_with_spaces_and_he
     env = dict(_base_env(run_dir, log_dir),
                LH_REDIS_URL=urls["operator"], LH_REDIS_URL_MAKER=urls["maker"],
                LH_REDIS_URL_WORKER=urls["worker"], LH_REDIS_URL_FLOWER=urls["flower"],
+               LH_REDIS_URL_CONSOLE=urls["console"],
                LH_FLOWER_PASSWORD=flower_password,
                # B's key from the environment, as README's live setup has it (the same key as the file's).
                LH_ACCOUNT_B_PRIVATE_KEY=stored["281002"]["private_key"])
@@ -132,6 +134,8 @@ def test_up_hands_each_program_only_its_own_secret_from_paths_with_spaces_and_he
         "maker": {"A key", "task signing key", "redis password of maker"},
         "worker": {"B key", "task signing key", "redis password of worker"},
         "flower": {"flower password", "redis password of flower"},
+        # The console signs requeues and flatten requests (through the maker and the worker): no account key.
+        "console": {"task signing key", "flower password", "redis password of console"},
         "sim": set(),
         "supervisord": set(),    # every program inherits its environment
     }
@@ -154,7 +158,7 @@ def test_up_hands_each_program_only_its_own_secret_from_paths_with_spaces_and_he
         # Each program logged in to Redis as its own user.
         admin = redis.Redis.from_url(urls["admin"])
         users = {client.get("user") for client in admin.client_list()}
-        assert {"maker", "worker", "flower"} <= users, users
+        assert {"maker", "worker", "flower", "console"} <= users, users
 
         # And everything still hedges: the simulator's taker flow fills A, B hedges it.
         from tasks.store import Store
@@ -193,7 +197,7 @@ def test_up_fails_loudly_when_a_program_does_not_start_and_stops_everything(tmp_
 
 
 @pytest.mark.parametrize("args", [("status",), ("maker",), ("worker",), ("requeue", "--all-failed"), ("resume",),
-                                  ("flatten", "--yes"), ("up",), ("demo",)],
+                                  ("flatten", "--yes"), ("console",), ("up",), ("demo",)],
                          ids=lambda a: a[0])
 def test_a_redis_that_does_not_answer_is_one_line_exit_2_and_never_shows_its_password(tmp_path, keys_file, args):
     port = free_port()                               # nothing listens there

@@ -117,6 +117,50 @@ def test_a_consumer_back_inside_the_grace_restarts_the_clock():
     assert sent == []
 
 
+# ---- the worker stopped (Flower's Shut Down), a control undone -------------------------------------
+
+def test_a_worker_stop_alerts_once_with_its_reason_and_resolves_when_it_starts_again():
+    why = "remote shutdown command (Flower's Shut Down, or `celery control shutdown`)"
+    stopped = a.parse_event(json.dumps({"event": "worker.stopped", "worker": "hedge-b@h", "pid": 7, "reason": why}),
+                            T0)
+    assert stopped == a.WorkerStoppedEvent(T0, "hedge-b@h", why)
+    started = a.parse_event(json.dumps({"event": "worker.started", "worker": "hedge-b@h", "pid": 8}), T0 + 4000)
+    again = replace(stopped, at_ms=T0 + 1000)                     # a restart loop: still one alert
+    state, sent = run([stopped, snap(0.5), again, snap(2), started, snap(5), started])
+    assert kinds(sent) == [("worker_stopped", "firing", ""), ("worker_stopped", "resolved", "")]
+    assert why in sent[0].summary and "hedge-b@h" in sent[0].summary and sent[0].severity == "warning"
+    assert dict(sent[0].details)["reason"] == why
+    assert "consumes hedge.b again (stopped 4s: " in sent[1].summary and "worker_stopped" not in state.active
+    assert run([started])[1] == []                                 # a start alone says nothing
+
+
+def test_a_worker_stop_whose_start_was_missed_resolves_from_a_heartbeat_newer_than_its_ttl():
+    stopped = a.WorkerStoppedEvent(T0, "hedge-b@h", "SIGTERM (warm shutdown: ...)")
+    # The old heartbeat is still fresh for up to its TTL (10 s) after the stop: not evidence.
+    _, sent = run([stopped, snap(1), snap(9), snap(10)])
+    assert kinds(sent) == [("worker_stopped", "firing", "")]
+    _, sent = run([stopped, snap(1), snap(11, heartbeat=False), snap(12)])
+    assert kinds(sent) == [("worker_stopped", "firing", ""), ("worker_stopped", "resolved", "")]
+    assert "hedge-b@h consumes hedge.b again (stopped 12s" in sent[1].summary
+    _, sent = run([stopped, snap(12, listed=False)])               # beats, but inspect lists no consumer
+    assert kinds(sent) == [("worker_stopped", "firing", "")]
+
+
+def test_each_control_the_worker_undid_is_one_alert():
+    body = {"event": "worker.control_reverted", "control": "cancel_consumer", "worker": "hedge-b@h",
+            "detail": "consumer of hedge.b cancelled; consuming it again", "within_ms": 640}
+    undone = a.parse_event(json.dumps(body), T0)
+    assert undone == a.ControlRevertedEvent(T0, "hedge-b@h", "cancel_consumer",
+                                            "consumer of hedge.b cancelled; consuming it again", 640)
+    state, sent = run([undone, replace(undone, control="rate_limit", detail="tasks.hedge_fill rate_limit 1/m set "
+                                                                            "back to None", within_ms=0)])
+    assert kinds(sent) == [("control_reverted", "firing", ""), ("control_reverted", "firing", "")]
+    assert "(cancel_consumer)" in sent[0].summary and "undone within 640 ms" in sent[0].summary
+    assert "rate_limit 1/m" in sent[1].summary and state == AlertState()
+    assert a.parse_event(json.dumps({**body, "within_ms": "x"}), T0).within_ms == 0
+    assert a.format_payload(sent[0], "plain", "lighter-hedge paper")["details"]["control"] == "cancel_consumer"
+
+
 # ---- request budget -------------------------------------------------------------------------------
 
 def budget_event(at_s: float) -> BudgetExhaustedEvent:
