@@ -11,6 +11,7 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from hedge.accounts import same_master_problem
+from hedge.budget import Priority
 from hedge.config import Config, ConfigError
 from hedge.fill import Fill
 from hedge.flatten import FLATTEN_A_EVENT, FlattenError
@@ -25,6 +26,7 @@ from tasks.key_lease import KeyLeaseHolder
 from tasks.retention import LedgerRetention, run_retention
 from tasks.signing import MessageSigner, UnauthenticatedMessage
 from tasks.store import Store, control_channel
+from venue import errors
 from venue.budget import budget_from_config
 from venue.client import VenueClient
 from venue.feed import VenueFeed
@@ -34,6 +36,7 @@ from venue.stream import AccountStream
 log = logging.getLogger("maker.app")
 GENERATION_CHECK_S = 1.0      # one Redis GET a second; no venue request
 STOP_CANCEL_TIMEOUT_S = 15.0   # supervisord waits 30 s (stopwaitsecs) before it kills
+STOP_NONCE_RETRIES = 2        # cancel-alls after the first one refused for its nonce (see _stop)
 
 
 async def run_maker(cfg: Config, symbols: list[str]) -> None:
@@ -189,6 +192,15 @@ async def _stop(client: VenueClient, jobs: list[asyncio.Task]) -> None:
     try:
         async with asyncio.timeout(STOP_CANCEL_TIMEOUT_S):
             outcome = await client.cancel_all_now()
+            for _ in range(STOP_NONCE_RETRIES):
+                # A quote loop cancelled between taking a nonce and sending its tx leaves the key's
+                # local nonce ahead of the venue's: read it again and cancel once more.
+                if outcome.code != errors.INVALID_NONCE:
+                    break
+                log.warning("event=maker.stop_cancel_nonce account=%d %s (nonce read again; cancelling again)",
+                            client.account_index, outcome.describe())
+                await client.resync_nonce(Priority.QUOTE)
+                outcome = await client.cancel_all_now()
     except Exception as exc:  # noqa: BLE001 - said, and the dead-man's deadline still stands
         log.error("event=maker.stop_cancel_failed account=%d error=%s (the dead-man's switch cancels A's orders "
                   "by its deadline)", client.account_index, f"{type(exc).__name__}: {exc}")
