@@ -44,7 +44,7 @@ MAX_LEGS_PER_TASK = 10     # partial fills in one task before we stop and fail l
 CONFIRM_TIMEOUT_S = 10.0   # a market order settles after the venue's taker delay (~300 ms)
 IN_DOUBT_LOOK_S = 1.0      # a leg whose answer was lost: how long B's order stream is watched before the nonce decides
 TAKEN_LOOK_S = 1.0         # a leg the venue took: how long one attempt watches B's order stream for it
-TAKEN_REST_LOOK_S = 30.0   # and how often it is read over REST meanwhile
+TAKEN_REST_LOOK_S = 30.0   # and how often it is read over REST meanwhile (at once the first time)
 LEG_WAIT_RETRY_S = 2.0     # then the task steps aside (the worker hedges other markets) and looks again
 NONCE_LAG_MS = 1_000       # Lighter's nextNonce shows a taken tx only later (the SDK waits 350 ms)
 
@@ -421,8 +421,10 @@ async def _watch_taken(feed: VenueFeed | None, client: VenueClient, coi: int) ->
         view = await feed.wait_order(coi, lambda o: o.is_final, TAKEN_LOOK_S)
         if view is not None and view.is_final:
             return view, False
-        if feed.connected.is_set() and \
-                time.monotonic() - _taken_rest_look_s.setdefault(coi, time.monotonic()) < TAKEN_REST_LOOK_S:
+        # The first look in this process asks REST at once: the leg may have gone final before this
+        # process subscribed (a restarted worker), and the stream never shows that again.
+        last = _taken_rest_look_s.get(coi)
+        if feed.connected.is_set() and last is not None and time.monotonic() - last < TAKEN_REST_LOOK_S:
             return view, False
     _taken_rest_look_s[coi] = time.monotonic()
     while len(_taken_rest_look_s) > 1000:

@@ -17,7 +17,7 @@ VARIANTS = ("pause_fill_unpause", "drop_then_fill", "pause_fill_drop_unpause", "
 
 def test_stream_gaps_with_fills_during_the_gap(chaos):
     seed = 701
-    rng, plan = shuffled_plan(seed, VARIANTS, 10, 40)
+    rng, plan = shuffled_plan(seed, VARIANTS, 6, 40)   # CHAOS_SOAK: 40 of each
     c = chaos(seed)
     c.start_worker()
     c.start_maker()

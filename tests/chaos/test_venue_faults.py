@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(420)
 
 # kind -> (simulator's fault kind, fault settings, faults to inject by default, in the soak)
 KINDS = {
-    "rate_limit_429": ("rate_limit", {"rate_limit_rate": 0.4}, 24, 120),
+    "rate_limit_429": ("rate_limit", {"rate_limit_rate": 0.4}, 14, 120),   # ~2 s each: the backoff
     "invalid_nonce": ("invalid_nonce", {"invalid_nonce_rate": 0.4}, 24, 120),
     "http_5xx_before_apply": ("http_5xx", {"http_5xx_rate": 0.4}, 10, 100),
     "http_5xx_after_apply": ("http_5xx_after", {"http_5xx_after_rate": 0.4}, 24, 120),

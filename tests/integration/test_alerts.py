@@ -298,8 +298,9 @@ def test_supervisord_runs_the_alerter_with_its_webhook_from_its_own_secrets_file
         store.pause("ETH", "paused by operator", by="operator")
         wait_until(lambda: any(p["kind"] == "paused" and p["market"] == "ETH" for p in receiver.posts), 30,
                    "the paused alert")
-        info = supervise.rpc(env).getProcessInfo("alerter")
-        assert info["statename"] == "RUNNING"
+        # supervisord says RUNNING once the program has stayed up for its startsecs (2 s).
+        info = wait_until(lambda: (i := supervise.rpc(env).getProcessInfo("alerter"))["statename"] == "RUNNING" and i,
+                          30, "supervisord to count the alerter as running")
         for pid in (info["pid"], supervise.rpc(env).getPID()):
             held = Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
             assert TOKEN.encode() not in held and b"LH_ALERT_WEBHOOK_URL" not in held
