@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--retention-s", type=float, default=60.0,
                       help="ledger.retention_s of the run (0: the config's default)")
     soak.add_argument("--prune-interval-s", type=float, default=5.0)
-    soak.add_argument("--warm-share", type=float, default=0.2, help="share of the fills before the warm point")
+    soak.add_argument("--warm-share", type=float, default=0.5,
+                      help="share of the fills before the warm point (the maker's bounded maps fill in the first half)")
     soak.add_argument("--flower", action="store_true", help="also run Flower (--max_tasks as supervisord.conf)")
     soak.add_argument("--memtrace", action="store_true",
                       help="tracemalloc in the maker: its log compares the end with the warm point")

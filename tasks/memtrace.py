@@ -40,7 +40,8 @@ def install(loop: asyncio.AbstractEventLoop | None = None) -> None:
         before = rss_mb()
         gc.collect()
         _malloc_trim()
-        log.info("event=memory.settled rss_mb_before=%.2f rss_mb_after=%.2f", before, rss_mb())
+        log.info("event=memory.settled rss_mb_before=%.2f rss_mb_after=%.2f %s", before, rss_mb(),
+                 " ".join(f"{k}={v}" for k, v in allocator_stats().items()))
         if compare is not None:
             compare()
 
@@ -61,6 +62,69 @@ def rss_mb() -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def allocator_stats() -> dict[str, str]:
+    """Where the heap sits, in MB: pymalloc's arenas (and the bytes in use in them) and glibc malloc's
+    in-use, free and mmapped bytes (mallinfo2, all arenas). RSS minus these is code, stacks and the
+    Go signer's own heap."""
+    stats: dict[str, str] = {}
+    pymalloc = _pymalloc_stats()
+    if pymalloc:
+        stats["pymalloc_arenas"] = str(pymalloc.get("# arenas allocated current", 0))
+        stats["pymalloc_used_mb"] = "%.2f" % (pymalloc.get("# bytes in allocated blocks", 0) / 2**20)
+    info = _mallinfo2()
+    if info is not None:
+        stats["malloc_used_mb"] = "%.2f" % (info.uordblks / 2**20)
+        stats["malloc_free_mb"] = "%.2f" % (info.fordblks / 2**20)
+        stats["malloc_mmap_mb"] = "%.2f" % (info.hblkhd / 2**20)
+    return stats
+
+
+def _pymalloc_stats() -> dict[str, int]:
+    """The counters sys._debugmallocstats writes to the C stderr, read back through a temporary file."""
+    import sys
+    import tempfile
+    if not hasattr(sys, "_debugmallocstats"):
+        return {}
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    counters: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("#"):
+            try:
+                counters[name.strip()] = int(value.strip().replace(",", ""))
+            except ValueError:
+                continue
+    return counters
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> _MallInfo2 | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).mallinfo2
+    except (OSError, AttributeError):   # glibc before 2.33, or not glibc
+        return None
+    fn.restype = _MallInfo2
+    return fn()
 
 
 def _malloc_trim() -> None:
