@@ -322,6 +322,14 @@ class VenueClient:
             self_trade_equality_mode=lighter.SignerClient.SELF_TRADE_EQUALITY_MASTER_ACCOUNT_INDEX,
             nonce=nonce, api_key_index=self.api_key_index))
 
+    def _never_sent(self, signed: "SignedTx") -> None:
+        """Cancelled while waiting its turn (the maker's stop ends its quote loops): the tx never
+        reached the venue (a 429 before consumed nothing), so its nonce goes back. Kept, the gap would
+        make the next tx on the key - the stop's cancel-all of A - fail with "invalid nonce" (21104)."""
+        log.info("event=nonce.given_back account=%s nonce=%s reason=cancelled_before_send", self.account_index,
+                 signed.nonce)
+        self.discard(signed)
+
     def discard(self, signed: "SignedTx") -> None:
         """A signed tx that will never be sent (or that the venue refused before taking it) gives
         its nonce back - only if it is still the last one handed out."""
@@ -443,12 +451,19 @@ class VenueClient:
                     await self._acquire("sendTx", priority, deadline)
                 except BudgetWaitTimeout:   # only while retrying a 429: `outcome` is that 429
                     break
+                except asyncio.CancelledError:
+                    self._never_sent(signed)
+                    raise
                 outcome = await post(signed)
             if outcome.code != errors.TOO_MANY_REQUESTS or self.budget is None:
                 break
             deadline = deadline or time.monotonic() + self.refused_deadline_s
-            if not await self._refused("sendTx", deadline):
-                break
+            try:
+                if not await self._refused("sendTx", deadline):
+                    break
+            except asyncio.CancelledError:
+                self._never_sent(signed)
+                raise
         assert outcome is not None
         nonce_settled = self._note_nonce(signed, outcome)
         if outcome.accepted:

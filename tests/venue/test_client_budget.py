@@ -167,6 +167,36 @@ def test_429s_past_the_deadline_give_the_caller_the_usual_outcome_and_the_nonce_
     assert "retrying=false" in caplog.text
 
 
+def test_a_quote_cancelled_while_it_waits_for_the_budget_gives_its_nonce_back(sim, private_keys, r):
+    # The maker's stop cancels a quote loop that is waiting its turn: its cancel-all of A must not
+    # then be refused for the nonce the cancelled order took and never sent (21104).
+    budget = new_budget(r, RateLimit("custom", 3, False, 1, window_ms=3_000))
+    best_bid, _ = best_prices(sim)
+
+    async def scenario():
+        client = await client_for(sim, private_keys, budget)
+        try:
+            spec = await client.market_spec(ETH)                      # READ: 1 of 2
+            waiting = asyncio.create_task(                             # nextNonce takes the 2nd; sendTx waits
+                client.place_limit(spec, 6401, False, Decimal("0.0100"), best_bid - 5, True))
+            await asyncio.to_thread(wait_until, lambda: client.api_key_index in client.signer.nonce_manager.nonce,
+                                    10, "the order to take its nonce")
+            await asyncio.sleep(0.2)                                   # it is now in the budget's wait
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            return await client.cancel_all_now()                       # paced too, then taken
+        finally:
+            await client.close()
+
+    outcome = run(scenario())
+    assert outcome.accepted, outcome.describe()
+    assert orders_log(sim, 6401) == []                                 # the cancelled order never went out
+    refused = [e for e in sim.admin(f"/admin/orders_log?account_index={A}")["orders_log"] if e["code"] == 21104]
+    assert refused == []
+
+
 def test_a_read_refused_past_the_deadline_raises_what_it_always_raised(keys_file, private_keys, r, tmp_path):
     """Unauthenticated reads count per client IP (here 2 a minute): the third is refused until
     the deadline, then the caller gets the venue's 429 as before."""
