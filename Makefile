@@ -24,8 +24,13 @@ ensure-browser:
 demo: venv ensure-redis
 	$(BIN)/lighter-hedge demo
 
+# Two test files at a time (pytest-xdist), each on a Redis db of its own (tests/conftest.py); the
+# tests mostly wait on their processes, so two take about half the time on two cores.
+# TEST_WORKERS=0 runs them one by one.
+TEST_WORKERS ?= 2
+
 test: venv ensure-redis ensure-browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Benchmarks (README, "Benchmarks"): each prints key=value lines.
 bench-latency: venv ensure-redis

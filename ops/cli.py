@@ -463,6 +463,11 @@ def up_command(config_path: str | None) -> None:
     if pid is not None:
         click.echo(f"up: already running (supervisord pid {pid}); `lighter-hedge down` first", err=True)
         sys.exit(2)
+    try:
+        supervise.check_socket_path(env)
+    except supervise.StartError as exc:
+        click.echo(f"up: {exc}", err=True)
+        sys.exit(2)
     problem = supervise.redis_problem(cfg.redis_url)
     start_redis = env["LH_START_REDIS"] == "true"   # nothing listens on this machine's port: run redis-server
     if problem is not None and not start_redis:

@@ -209,8 +209,22 @@ def running_supervisord(env: dict[str, str]) -> int | None:
     return pid
 
 
+SOCKET_PATH_MAX = 107   # bytes of a unix socket's path (sun_path holds 108 with the NUL)
+
+
+def check_socket_path(env: dict[str, str]) -> None:
+    """supervisord's socket lives in LH_RUN_DIR; a path too long for a unix socket would make it
+    exit with nothing but its usage line."""
+    sock = os.fsencode(Path(env["LH_RUN_DIR"]) / "supervisor.sock")
+    if len(sock) > SOCKET_PATH_MAX:
+        raise StartError(f"LH_RUN_DIR is too deep for supervisord's socket: {env['LH_RUN_DIR']}/supervisor.sock "
+                         f"is {len(sock)} bytes, a unix socket path holds at most {SOCKET_PATH_MAX}; "
+                         f"set LH_RUN_DIR to a shorter directory")
+
+
 def start(env: dict[str, str], cfg: Config) -> None:
     """Write each program's secrets, then start supervisord (it returns once its socket listens)."""
+    check_socket_path(env)
     Path(env["LH_RUN_DIR"]).mkdir(parents=True, exist_ok=True)
     Path(env["LH_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
     write_secrets(cfg, env)

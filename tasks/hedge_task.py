@@ -33,18 +33,10 @@ class HedgeTask(Task):
                                        str((fill or {}).get("fill_id")), ok=True)
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
-        fill = _fill_arg(args, kwargs)
-        market = market_symbol(runtime.config(), fill)
-        reason = f"{type(exc).__name__}: {exc}"
-        fill_id = str(fill.get("fill_id")) if isinstance(fill, dict) else "unknown"
-        if isinstance(exc, RefusedMessageError):   # nothing traded: not a failed hedge, no market halts
-            log.warning("event=hedge.refused fill_id=%s market=%s task_id=%s reason=%s", fill_id, market,
-                        task_id, reason)
-            metrics.HEDGES.labels(market, "refused").inc()
-            store = runtime.store()
-            store.record_refused(task_id, reason, fill, None if market == "unknown" else market)
-            store.publish_event({"event": "hedge.refused", "market": market, "task_id": task_id, "reason": reason})
+        if isinstance(exc, RefusedMessageError):   # recorded by hedge_fill already (_record_refusal)
             return
+        fill = _fill_arg(args, kwargs)
+        market, fill_id, reason = _described(fill, exc)
         log.error("event=hedge.failed fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
         metrics.HEDGES.labels(market, "failed").inc()
         store = runtime.store()
@@ -64,6 +56,23 @@ class HedgeTask(Task):
         log.warning("event=hedge.retry fill_id=%s task_id=%s retries=%d reason=%s",
                     fill.get("fill_id") if isinstance(fill, dict) else None, task_id,
                     self.request.retries, exc)
+
+
+def _described(fill: Any, exc: BaseException) -> tuple[str, str, str]:
+    """The market, fill id and reason a failed or refused message is recorded and logged under."""
+    return (market_symbol(runtime.config(), fill), str(fill.get("fill_id")) if isinstance(fill, dict) else "unknown",
+            f"{type(exc).__name__}: {exc}")
+
+
+def _record_refusal(task_id: str, fill: Any, exc: RefusedMessageError) -> None:
+    """Nothing traded: not a failed hedge, no market halts. Recorded by the task itself, before Celery
+    stores its FAILURE result (on_failure runs after that): whoever sees the result finds the refusal."""
+    market, fill_id, reason = _described(fill, exc)
+    log.warning("event=hedge.refused fill_id=%s market=%s task_id=%s reason=%s", fill_id, market, task_id, reason)
+    metrics.HEDGES.labels(market, "refused").inc()
+    store = runtime.store()
+    store.record_refused(task_id, reason, fill, None if market == "unknown" else market)
+    store.publish_event({"event": "hedge.refused", "market": market, "task_id": task_id, "reason": reason})
 
 
 def _fill_arg(args: tuple, kwargs: dict) -> Any:
@@ -101,6 +110,14 @@ def hedge_fill(self: Task, fill: dict, hint: dict | None = None, waits: int = 0,
     `price`: an operator's bound on B's worst price (ops/requeue.py, --max-slippage-bps), covered by
     `auth` like the fill; retries keep it.
     """
+    try:
+        return _hedge_fill(self, fill, hint, waits, auth, price)
+    except RefusedMessageError as exc:
+        _record_refusal(self.request.id, fill, exc)
+        raise
+
+
+def _hedge_fill(self: Task, fill: Any, hint: Any, waits: int, auth: Any, price: Any) -> dict:
     try:
         generation = runtime.signer().verify(fill, auth, price)
     except UnauthenticatedMessage as exc:

@@ -435,6 +435,10 @@ class Store:
         """The hedge worker is alive: the key lives `ttl_ms` unless written again (tasks/heartbeat.py)."""
         self.r.set("lh:worker_heartbeat", now_ms(), px=ttl_ms)
 
+    def worker_stopped(self) -> None:
+        """The hedge worker stopped cleanly: no heartbeat to wait out."""
+        self.r.delete("lh:worker_heartbeat")
+
     def worker_alive(self) -> bool:
         """A hedge worker wrote its heartbeat within its TTL (the maker's dead-man's switch asks)."""
         return bool(self.r.exists("lh:worker_heartbeat"))

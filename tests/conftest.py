@@ -37,6 +37,32 @@ def pytest_unconfigure(config):
         _LOCK["client"].delete(_LOCK["key"])
 
 
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)   # an xdist worker: hand the figures over
+    if workeroutput is not None:
+        from tests.chaos.harness import figures_state
+        workeroutput["chaos_figures"] = figures_state()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist's controller: add a finished worker's chaos figures to its own."""
+    state = getattr(node, "workeroutput", {}).get("chaos_figures")
+    if state:
+        from tests.chaos.harness import merge_figures
+        merge_figures(state)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The chaos suite's per-kind figures (tests/chaos/harness.py), once for the whole run."""
+    from tests.chaos.harness import summary_lines
+    lines = summary_lines()
+    if len(lines) > 1:
+        terminalreporter.section("chaos figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The run's own Redis db (chosen and locked above)."""

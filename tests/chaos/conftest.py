@@ -1,11 +1,12 @@
 """Fixtures of the chaos suite: a Redis db of our own (tests/conftest.py), throwaway API keys,
-chaos clusters that are always torn down, and the per-kind figures printed at the end."""
+and chaos clusters that are always torn down (the per-kind figures are printed by
+tests/conftest.py, which pytest-xdist's controller loads too)."""
 from __future__ import annotations
 
 import pytest
 import redis
 
-from tests.chaos.harness import ChaosCluster, PrivateRedis, RedisTap, close_all, summary_lines
+from tests.chaos.harness import ChaosCluster, PrivateRedis, RedisTap, close_all
 
 
 @pytest.fixture
@@ -51,10 +52,3 @@ def chaos(tmp_path, redis_url, keys_file):
     close_all(made)
     redis.Redis.from_url(redis_url).flushdb()
 
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    lines = summary_lines()
-    if len(lines) > 1:
-        terminalreporter.section("chaos figures")
-        for line in lines:
-            terminalreporter.write_line(line)

@@ -461,6 +461,25 @@ def summary_lines() -> list[str]:
     return lines
 
 
+def figures_state() -> dict[str, dict[str, object]]:
+    """FIGURES as plain values: what an xdist worker hands the controller (tests/conftest.py)."""
+    return {kind: {**vars(f), "max_unhedged_after": str(f.max_unhedged_after)} for kind, f in FIGURES.items()}
+
+
+def merge_figures(state: dict[str, dict[str, object]]) -> None:
+    """Adds another process's figures_state() to FIGURES: counts add up, the worst case wins."""
+    for kind, theirs in state.items():
+        fig = FIGURES[kind]
+        fig.scenarios += int(theirs["scenarios"])
+        fig.faults_injected += int(theirs["faults_injected"])
+        fig.hedges += int(theirs["hedges"])
+        fig.double_hedges += int(theirs["double_hedges"])
+        fig.max_unhedged_after = max(fig.max_unhedged_after, Decimal(str(theirs["max_unhedged_after"])))
+        fig.longest_unhedged_window_s = max(fig.longest_unhedged_window_s, float(theirs["longest_unhedged_window_s"]))
+        fig.violations.extend(theirs["violations"])
+        fig.seconds += float(theirs["seconds"])
+
+
 def shuffled_plan(seed: int, variants, default: int, soak: int) -> tuple[random.Random, list[str]]:
     """Each variant rounds(default, soak) times in a seeded order; the same rng then drives the fills."""
     rng = random.Random(seed)
@@ -752,4 +771,5 @@ def spare_redis_dbs(n: int, base_url: str) -> Iterator[list[str]]:
 
 __all__ += ["FIGURES_LOCK", "NOT_EXECUTED_LEG_STATES", "leg_fields", "ledger_legs", "Executions", "executions",
             "assert_no_double_execution", "venue_stats", "venue_pending_txs", "venue_late_count", "l1_budget_used",
-            "TakenTx", "taken_txs", "late_txs", "settle_slow", "check_slow_round", "record_slow", "spare_redis_dbs"]
+            "TakenTx", "taken_txs", "late_txs", "settle_slow", "check_slow_round", "record_slow", "spare_redis_dbs",
+            "figures_state", "merge_figures"]

@@ -84,7 +84,7 @@ def test_a_refused_message_never_halts_the_market(make_cluster):
     c.start_maker()
     order = c.wait_resting_order()
     c.send_hedge({**GOOD, "base_amount": "-0.0100"}, "forged-1").get(timeout=30, propagate=False)
-    assert "forged-1" in c.store.refused()
+    assert "forged-1" in c.store.refused()   # recorded before the result is stored
 
     c.fill(order, ["0.0500"])   # the round ends; the next one starts only if the market is not halted
     wait_until(lambda: c.position(B) == Decimal("-0.0500"), 30, "the real fill's hedge")

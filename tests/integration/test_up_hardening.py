@@ -96,6 +96,16 @@ def acl_redis(tmp_path):
         proc.wait(10)
 
 
+@pytest.fixture
+def short_dir():
+    """A directory of its own under /tmp: supervisord's socket path must fit a unix socket (107
+    bytes), and pytest's tmp_path (deeper under xdist) can come close."""
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="lh-up-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _what_it_holds(pid: int) -> tuple[str, list[Path]]:
     """A process's environment and argv, and the content of every file they name (NAME=/path,
     --opt=/path or /path): what the process was handed."""
@@ -110,10 +120,10 @@ def _what_it_holds(pid: int) -> tuple[str, list[Path]]:
     return b"\n".join(texts).decode("utf-8", "replace"), files
 
 
-def test_up_hands_each_program_only_its_own_secret_from_paths_with_spaces_and_hedges(tmp_path, keys_file,
+def test_up_hands_each_program_only_its_own_secret_from_paths_with_spaces_and_hedges(short_dir, keys_file,
                                                                                      acl_redis):
     urls, redis_passwords, port = acl_redis
-    base = tmp_path / "lighter hedge"          # the config, run and log directories all have spaces
+    base = short_dir / "lighter hedge"         # the config, run and log directories all have spaces
     run_dir, log_dir = base / "run dir", base / "log dir"
     config = _write_config(base / "conf dir" / "config.yaml", f"redis://127.0.0.1:{port}/0", keys_file)
     stored = json.loads(Path(keys_file).read_text())
@@ -175,7 +185,22 @@ def test_up_hands_each_program_only_its_own_secret_from_paths_with_spaces_and_he
         _down(config, env, run_dir)
 
 
+def test_up_refuses_a_run_dir_too_deep_for_supervisords_socket_and_changes_nothing(tmp_path, redis_url, keys_file):
+    redis.Redis.from_url(redis_url).flushdb()
+    run_dir = tmp_path / ("r" * 120)
+    config = _write_config(tmp_path / "config.yaml", redis_url, keys_file)
+    from tasks.store import Store
+    store = Store.from_url(redis_url)
+    store.pause("ETH", "left by the last run", by="test")   # paper state `up` would clear
+    up = _lh("up", "--config", str(config), env=_base_env(run_dir, tmp_path / "logs"))
+    lines = [line for line in up.stderr.splitlines() if line.strip()]
+    assert up.returncode == 2, (up.returncode, up.stdout, up.stderr)
+    assert len(lines) == 1 and "LH_RUN_DIR is too deep" in lines[0] and "107" in lines[0], up.stderr
+    assert store.paused("ETH") is not None and not run_dir.exists()
+
+
 def test_up_fails_loudly_when_a_program_does_not_start_and_stops_everything(tmp_path, redis_url, keys_file):
+    redis.Redis.from_url(redis_url).flushdb()   # no deployment's heartbeat left from an earlier test
     run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -221,3 +246,15 @@ def test_the_readme_example_bad_redis_port_is_one_line(tmp_path, keys_file):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("redis error: cannot connect to redis://127.0.0.1:1/0 (Connection refused); "
                                    "is Redis running? (redis.url in config.yaml or $LH_REDIS_URL)")
+
+
+def test_a_worker_stopped_cleanly_removes_its_heartbeat_so_up_may_start_at_once(make_cluster):
+    """`up` refuses while a worker's heartbeat is fresh; a worker that stopped on SIGTERM hedges
+    nothing, so its heartbeat goes with it instead of blocking `up` (and the dead-man's switch) for
+    its 10 s TTL."""
+    c = make_cluster()
+    c.start_worker()
+    wait_until(c.store.worker_alive, 30, "the worker's heartbeat")
+    c.stop("worker")   # SIGTERM: Celery's warm shutdown
+    assert not c.store.worker_alive()
+    assert "event=worker.heartbeat_removed" in c.log("worker")
