@@ -5,11 +5,13 @@ Pure: reading the file and the environment happens in ops/settings.py.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from hedge.budget import (CUSTOM, TIERS, UNLIMITED, BudgetError, RateLimit, default_hedge_reserve,
                           rate_limit_for_tier, smallest_limit)
@@ -201,7 +203,7 @@ def parse_config(raw: Any) -> Config:
     sim = raw.get("sim") or {}
     if not isinstance(sim, Mapping):
         raise ConfigError("sim: expected a mapping")
-    if mode == "live" and _is_loopback(base_url):
+    if mode == "live" and is_loopback_url(base_url):
         raise ConfigError("mode: 'live' with lighter.base_url on loopback; live needs Lighter's URL "
                           "(https://mainnet.zklighter.elliot.ai)")
     return Config(mode=mode, base_url=base_url.rstrip("/"), ws_url=ws_url.rstrip("/"), chain_id=chain_id,
@@ -560,6 +562,15 @@ def _paper_tier(sim: Mapping[str, Any], accounts: tuple[int, int]) -> str:
     return UNLIMITED if tier == "instant" else tier
 
 
-def _is_loopback(url: str) -> bool:
-    host = re.sub(r"^[a-z]+://", "", url).split("/")[0].rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+def is_loopback_url(url: str) -> bool:
+    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -17,7 +17,6 @@ It also exports `lh_hedge_queue_length`, `lh_hedge_consumer_present` and the ale
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import queue
@@ -27,11 +26,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import redis
 
-from hedge.config import Config, ConfigError
+from hedge.config import Config, ConfigError, is_loopback_url
 from ops import alerts as rules
 from ops.alerts import Alert, AlertState, Failure, Pause, Snapshot
 
@@ -169,7 +167,7 @@ def post_json(url: str, body: dict[str, Any], timeout_s: float) -> tuple[int | N
     data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="POST",
                                      headers={"Content-Type": "application/json", "User-Agent": "lighter-hedge"})
-    handlers = [urllib.request.ProxyHandler({})] if _loopback(url) else []
+    handlers = [urllib.request.ProxyHandler({})] if is_loopback_url(url) else []
     opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(request, timeout=timeout_s) as response:
@@ -182,16 +180,6 @@ def post_json(url: str, body: dict[str, Any], timeout_s: float) -> tuple[int | N
     except (OSError, ValueError) as exc:     # no answer (refused, timeout, DNS); str(exc) may name the URL
         reason = getattr(exc, "reason", None)
         return None, None, type(reason).__name__ if isinstance(reason, BaseException) else type(exc).__name__
-
-
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Sender:

@@ -322,13 +322,18 @@ class VenueClient:
             self_trade_equality_mode=lighter.SignerClient.SELF_TRADE_EQUALITY_MASTER_ACCOUNT_INDEX,
             nonce=nonce, api_key_index=self.api_key_index))
 
-    def _never_sent(self, signed: "SignedTx") -> None:
-        """Cancelled while waiting its turn (the maker's stop ends its quote loops): the tx never
-        reached the venue (a 429 before consumed nothing), so its nonce goes back. Kept, the gap would
-        make the next tx on the key - the stop's cancel-all of A - fail with "invalid nonce" (21104)."""
-        log.info("event=nonce.given_back account=%s nonce=%s reason=cancelled_before_send", self.account_index,
-                 signed.nonce)
-        self.discard(signed)
+    async def _unsent_if_cancelled(self, signed: "SignedTx", wait: Awaitable[T]) -> T:
+        """Awaits a wait for the budget before `signed` goes out. Cancelled meanwhile (the maker's stop
+        ends its quote loops), the tx never reached the venue (a 429 before consumed nothing), so its
+        nonce goes back. Kept, the gap would make the next tx on the key - the stop's cancel-all of
+        A - fail with "invalid nonce" (21104)."""
+        try:
+            return await wait
+        except asyncio.CancelledError:
+            log.info("event=nonce.given_back account=%s nonce=%s reason=cancelled_before_send",
+                     self.account_index, signed.nonce)
+            self.discard(signed)
+            raise
 
     def discard(self, signed: "SignedTx") -> None:
         """A signed tx that will never be sent (or that the venue refused before taking it) gives
@@ -448,22 +453,15 @@ class VenueClient:
                 await self._acquire("sendTx", priority, max_wait_ms=0, record_only=True)
             else:
                 try:
-                    await self._acquire("sendTx", priority, deadline)
+                    await self._unsent_if_cancelled(signed, self._acquire("sendTx", priority, deadline))
                 except BudgetWaitTimeout:   # only while retrying a 429: `outcome` is that 429
                     break
-                except asyncio.CancelledError:
-                    self._never_sent(signed)
-                    raise
                 outcome = await post(signed)
             if outcome.code != errors.TOO_MANY_REQUESTS or self.budget is None:
                 break
             deadline = deadline or time.monotonic() + self.refused_deadline_s
-            try:
-                if not await self._refused("sendTx", deadline):
-                    break
-            except asyncio.CancelledError:
-                self._never_sent(signed)
-                raise
+            if not await self._unsent_if_cancelled(signed, self._refused("sendTx", deadline)):
+                break
         assert outcome is not None
         nonce_settled = self._note_nonce(signed, outcome)
         if outcome.accepted:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+
+from hedge.config import is_loopback_host
 
 from .auth import AuthError, parse_auth_token
 from .config import SimConfig, SimConfigError, parse_sim_config
@@ -761,15 +762,6 @@ class SimServer:
 
 
 # ---------------------------------------------------------------- process entry
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_public_keys(path: str) -> dict[int, dict[int, str]]:
     """Reads only the public keys of a keys file; never logs its content."""
     try:
@@ -818,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    if not _is_loopback(args.host):
+    if not is_loopback_host(args.host):
         print(f"refusing --host {args.host}: the simulator only listens on loopback "
               "(127.0.0.0/8, ::1, localhost)", file=sys.stderr)
         return 2
