@@ -20,7 +20,7 @@ import redis
 import yaml
 
 from venue.keys import TASK_SIGNING_KEY_FIELD, read_key_file, write_key_file
-from venue.signer_env import SIGNER_ENV
+from venue.process_env import PROCESS_ENV
 from venue.sim.harness import SimProcess, fill_new_orders, free_port, profile_config, start_sim
 from venue.sim.harness import wait_until as harness_wait_until
 
@@ -126,7 +126,7 @@ class BenchCluster:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ, LH_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1",
-                   PYTHONWARNINGS="ignore::DeprecationWarning", **SIGNER_ENV)  # as supervisord.conf
+                   PYTHONWARNINGS="ignore::DeprecationWarning", **PROCESS_ENV)  # as supervisord.conf
         env.pop("LH_REDIS_URL", None)
         for k in list(env):
             if k.lower() in ("http_proxy", "https_proxy", "all_proxy"):

@@ -14,6 +14,12 @@ a gc and a malloc_trim, so their RSS is what they hold, not a peak they once rea
 --memtrace they also log their allocation growth since the warm point; tasks/memtrace.py). Growth is (end - warm)
 per 1,000 fills in between. RSS is VmRSS of each process and its session (maker, worker,
 simulator; Flower with --flower), Redis is INFO used_memory.
+
+A process's growth is the least-squares slope of its RSS over TREND_POINTS + 1 settled samples
+spread evenly from the warm point to the end (each: every fill hedged, then SIGUSR2), not the
+difference of two: a settled RSS moves by a few hundred KB from one sample to the next (glibc and
+pymalloc keep what they keep), which at 10,000 fills of run is as large as the target itself.
+Redis's growth is end - warm (both waited out: retention and results' lifetime).
 """
 from __future__ import annotations
 
@@ -39,6 +45,17 @@ from venue.sim.harness import PROJECT_ROOT, fill_new_orders, free_port
 FILL = "0.0050"            # ETH's min_base_amount on the simulator: every trade is hedgeable alone
 TARGETS_MB_PER_1K = {"maker": 0.05, "worker": 0.05, "redis": 0.1}
 FLOWER_MAX_TASKS = 10_000  # as supervisord.conf
+TREND_POINTS = 10          # settled samples between the warm point and the end, for the processes' slope
+
+
+def slope_per_1k(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of (fills, MB) points, in MB per 1,000 fills."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var_x = sum((x - mean_x) ** 2 for x, _ in points)
+    cov = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    return cov / var_x * 1000
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,31 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 total_kb += int(line.split()[1])
     return total_kb / 1024
+
+
+GO_ARENA = range(0xC000000000, 0xC100000000)   # where Go's heap sits on linux/amd64 (the signer's)
+
+
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """A process's resident memory by kind of mapping, in MB, from /proc/<pid>/smaps: `file` (code and
+    data of binaries and libraries), `brk` (glibc malloc's main heap), `go` (the Go signer's heap) and
+    `anon` (the rest: pymalloc's arenas, other malloc arenas, thread stacks)."""
+    parts = dict.fromkeys(("file", "brk", "go", "anon"), 0)
+    kind = "anon"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):   # a mapping's header line
+            start = int(fields[0].split("-")[0], 16)
+            name = fields[5] if len(fields) > 5 else ""
+            kind = ("brk" if name == "[heap]" else "go" if start in GO_ARENA
+                    else "file" if name.startswith("/") else "anon")
+        elif fields[0] == "Rss:":
+            parts[kind] += int(fields[1])
+    return {k: v / 1024 for k, v in parts.items()}
 
 
 class PrivateRedis:
@@ -166,6 +208,8 @@ def _soak(n_fills: int, per_order: int, retention_s: float, prune_interval_s: fl
         start = sample(0, settle=False)
         t0 = time.monotonic()
         warm: Sample | None = None
+        trend: list[Sample] = []   # warm, TREND_POINTS - 1 samples in between, end
+        next_trend = trend_step = 0.0
         paused_s = 0.0
         filled: set[int] = set()
         fills = 0
@@ -183,9 +227,22 @@ def _soak(n_fills: int, per_order: int, retention_s: float, prune_interval_s: fl
             if warm is None and fills >= n_fills * warm_share:
                 t_pause = time.monotonic()
                 warm = sample(fills)
+                trend.append(warm)
+                trend_step = (n_fills - fills) / TREND_POINTS
+                next_trend = fills + trend_step
+                paused_s += time.monotonic() - t_pause
+            elif warm is not None and fills >= next_trend and fills < n_fills:
+                t_pause = time.monotonic()
+                trend.append(sample(fills, settle=False))   # hedged, gc'd and trimmed; Redis not waited out
+                print("trend fills=%d %s %s" % (fills, " ".join(
+                    f"{name}_rss_mb={mb:.2f}" for name, mb in trend[-1].rss_mb.items()), " ".join(
+                    f"{name}_{part}_mb={mb:.2f}" for name in ("maker", "worker")
+                    for part, mb in rss_parts_mb(procs[name]).items())), flush=True)
+                next_trend += trend_step
                 paused_s += time.monotonic() - t_pause
         assert warm is not None   # fills >= n_fills > n_fills * warm_share
         end = sample(fills)
+        trend.append(end)
         elapsed = end.at_s - t0 - paused_s
         a, b = c.positions()
         by_pattern = _redis_bytes_by_pattern(c.r)
@@ -208,10 +265,13 @@ def _soak(n_fills: int, per_order: int, retention_s: float, prune_interval_s: fl
     for label, s in (("start", start), ("warm", warm), ("end", end)):
         emit(f"redis_used_memory_mb_{label}", s.redis_mb)
     per_1k = (end.fills - warm.fills) / 1000
-    growth = {name: (end.rss_mb[name] - warm.rss_mb[name]) / per_1k for name in start.rss_mb}
+    emit("trend_samples", len(trend))
+    growth = {name: slope_per_1k([(s.fills, s.rss_mb[name]) for s in trend]) for name in start.rss_mb}
     growth["redis"] = (end.redis_mb - warm.redis_mb) / per_1k
     for name, value in growth.items():
         emit(f"{name}_mb_per_1k_fills", value)
+    for name in start.rss_mb:   # the two-point figure, for comparison with older runs
+        emit(f"{name}_mb_per_1k_fills_end_minus_warm", (end.rss_mb[name] - warm.rss_mb[name]) / per_1k)
     for pattern, size in by_pattern[:8]:
         emit(f"redis_kb_{pattern}", size / 1024)
     emit("redis_kept_fills", kept["fills"])

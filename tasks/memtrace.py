@@ -73,6 +73,10 @@ def allocator_stats() -> dict[str, str]:
     if pymalloc:
         stats["pymalloc_arenas"] = str(pymalloc.get("# arenas allocated current", 0))
         stats["pymalloc_used_mb"] = "%.2f" % (pymalloc.get("# bytes in allocated blocks", 0) / 2**20)
+    try:   # OS threads (Python's and the Go signer's): a new one can bring a new malloc arena
+        stats["os_threads"] = str(len(os.listdir(f"/proc/{os.getpid()}/task")))
+    except OSError:
+        pass
     info = _mallinfo2()
     if info is not None:
         stats["malloc_used_mb"] = "%.2f" % (info.uordblks / 2**20)

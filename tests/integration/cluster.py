@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from venue.signer_env import SIGNER_ENV
+from venue.process_env import PROCESS_ENV
 from venue.sim.harness import SimProcess, profile_config, start_sim, wait_until  # noqa: F401 (re-exported for tests)
 
 A, B, MASTER = 281001, 281002, 281000
@@ -56,7 +56,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ, LH_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1",
-                   PYTHONWARNINGS="ignore::DeprecationWarning", **SIGNER_ENV)  # as supervisord.conf
+                   PYTHONWARNINGS="ignore::DeprecationWarning", **PROCESS_ENV)  # as supervisord.conf
         env.pop("LH_REDIS_URL", None)
         return env
 

@@ -1,12 +1,13 @@
-"""The Go signer's GC target reaches every process that signs (venue/signer_env.py): it is read only
-from the environment a process starts with, so supervisord.conf must hand it to the stack."""
+"""The memory settings (the Go signer's GC target, glibc's mmap threshold; venue/process_env.py) reach
+every program: they are read only from the environment a process starts with, so supervisord.conf
+must hand them to the stack."""
 from __future__ import annotations
 
 import configparser
 import csv
 from pathlib import Path
 
-from venue.signer_env import SIGNER_ENV
+from venue.process_env import PROCESS_ENV
 
 CONF = Path(__file__).resolve().parents[2] / "supervisord.conf"
 
@@ -19,9 +20,9 @@ def _environment(section: str) -> dict[str, str]:
     return {k: v.strip('"') for k, _, v in (pair.partition("=") for pair in pairs)}
 
 
-def test_supervisord_starts_every_program_with_the_signers_gc_target():
+def test_supervisord_starts_every_program_with_the_memory_settings():
     env = _environment("supervisord")   # inherited by every [program:...]
-    assert {k: env.get(k) for k in SIGNER_ENV} == SIGNER_ENV
+    assert {k: env.get(k) for k in PROCESS_ENV} == PROCESS_ENV
 
 
 def test_no_program_overrides_it():
@@ -31,4 +32,4 @@ def test_no_program_overrides_it():
     assert {"program:maker", "program:worker"} <= set(programs)
     for section in programs:
         env = _environment(section)
-        assert not set(SIGNER_ENV) & set(env), f"{section} sets {set(SIGNER_ENV) & set(env)}"
+        assert not set(PROCESS_ENV) & set(env), f"{section} sets {set(PROCESS_ENV) & set(env)}"
