@@ -22,16 +22,18 @@ TTL_MS = 10_000   # five missed beats (a Redis hiccup) before the worker counts 
 CHECK_INTERVAL_S = 0.5
 
 _thread: threading.Thread | None = None
+_store_factory: Callable[[], object] | None = None
 _stop = threading.Event()
 _checks: list[Callable[[], None]] = []
 
 
 def start(store_factory: Callable[[], object], interval_s: float = INTERVAL_S, ttl_ms: int = TTL_MS) -> None:
     """Start beating (once per process). `store_factory` gives the Store to write through."""
-    global _thread
+    global _thread, _store_factory
     if _thread is not None and _thread.is_alive():
         return
     _stop.clear()
+    _store_factory = store_factory
     _thread = threading.Thread(target=_beat, args=(store_factory, interval_s, ttl_ms),
                                name="worker-heartbeat", daemon=True)
     _thread.start()
@@ -45,15 +47,15 @@ def add_check(check: Callable[[], None]) -> None:
         _checks.append(check)
 
 
-def stop(store_factory: Callable[[], object]) -> None:
+def stop() -> None:
     """Stop beating and remove the key (worker_shutdown): a worker that stopped hedges nothing, so the
     maker's dead-man's switch and a later `up` know at once instead of after the TTL."""
     _stop.set()
-    if _thread is None:
+    if _thread is None or _store_factory is None:
         return
     _thread.join(timeout=INTERVAL_S)   # its last beat lands before the key goes
     try:
-        store_factory().worker_stopped()  # type: ignore[attr-defined]
+        _store_factory().worker_stopped()  # type: ignore[attr-defined]
         log.info("event=worker.heartbeat_removed")
     except Exception as exc:   # Redis away: the key expires within its TTL instead
         log.warning("event=worker.heartbeat_remove_failed error=%s", f"{type(exc).__name__}: {exc}")

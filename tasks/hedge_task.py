@@ -216,5 +216,5 @@ def _recover(specs: dict) -> None:
 
 @worker_shutdown.connect
 def _close_client(**_: Any) -> None:
-    heartbeat.stop(runtime.store)
+    heartbeat.stop()
     runtime.shutdown()

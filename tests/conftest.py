@@ -37,17 +37,11 @@ def pytest_unconfigure(config):
         _LOCK["client"].delete(_LOCK["key"])
 
 
-def _chaos_harness():
-    """tests/chaos/harness.py if this process ran (or merged) chaos tests, else None: nothing to print."""
-    import sys
-    return sys.modules.get("tests.chaos.harness")
-
-
 def pytest_sessionfinish(session):
     workeroutput = getattr(session.config, "workeroutput", None)   # an xdist worker: hand the figures over
-    harness = _chaos_harness()
-    if workeroutput is not None and harness is not None:
-        workeroutput["chaos_figures"] = harness.figures_state()
+    if workeroutput is not None:
+        from tests.chaos.harness import figures_state
+        workeroutput["chaos_figures"] = figures_state()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -61,10 +55,8 @@ def pytest_testnodedown(node, error):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The chaos suite's per-kind figures (tests/chaos/harness.py), once for the whole run."""
-    harness = _chaos_harness()
-    if harness is None:
-        return
-    lines = harness.summary_lines()
+    from tests.chaos.harness import summary_lines
+    lines = summary_lines()
     if len(lines) > 1:
         terminalreporter.section("chaos figures")
         for line in lines:
